@@ -1,0 +1,3 @@
+from scaler_jupyter.cli import main
+
+main()

@@ -1,0 +1,111 @@
+"""The ``scaler-jupyter`` command: every setting is an argument."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+from scaler_jupyter.scheduler.state import SchedulerConfig
+from scaler_jupyter.worker.agent import AgentConfig
+
+
+def _scheduler(args: argparse.Namespace) -> None:
+    from scaler_jupyter.scheduler.server import run_scheduler
+
+    config = SchedulerConfig(worker_timeout=args.worker_timeout, client_timeout=args.client_timeout,
+                             max_retries=args.max_retries, max_waiting=args.max_waiting)
+    run_scheduler(args.address, config, ready_fd=args.ready_fd)
+
+
+def _agent_config(args: argparse.Namespace, name: str = "") -> AgentConfig:
+    tags = tuple(t for t in args.tags.split(",") if t) if args.tags else ()
+    return AgentConfig(processors=args.processors, tags=tags, heartbeat=args.heartbeat,
+                       death_timeout=args.death_timeout, name=name)
+
+
+def _worker(args: argparse.Namespace) -> None:
+    from scaler_jupyter.worker.agent import run_worker
+
+    run_worker(args.address, _agent_config(args, args.name or ""))
+
+
+def _cluster(args: argparse.Namespace) -> None:
+    """N workers in one command: each its own process, all stopped together."""
+    from scaler_jupyter.processes import spawn, stop
+
+    worker_args = ["--processors", str(args.processors), "--heartbeat", str(args.heartbeat),
+                   "--death-timeout", str(args.death_timeout)]
+    if args.tags:
+        worker_args += ["--tags", args.tags]
+    workers = [spawn(["-m", "scaler_jupyter", "worker", args.address, *worker_args]) for _ in range(args.n)]
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        while any(w.poll() is None for w in workers):
+            os.wait()  # until a worker exits, or a signal interrupts
+    except (KeyboardInterrupt, ChildProcessError):
+        pass
+    finally:
+        for worker in workers:
+            stop(worker)
+
+
+def _add_worker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("address", help="the scheduler, e.g. tcp://127.0.0.1:2345")
+    parser.add_argument("--processors", type=int, default=1, help="processes that run tasks (default 1)")
+    parser.add_argument("--tags", default="", help="comma-separated tags this worker offers, e.g. gpu,highmem")
+    parser.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats (default 1)")
+    parser.add_argument("--death-timeout", type=float, default=30.0,
+                        help="exit after the scheduler has been silent this many seconds (default 30)")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="scaler-jupyter", description="A Jupyter-first distributed engine.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    scheduler = commands.add_parser("scheduler", help="run the scheduler", parents=[common])
+    scheduler.add_argument("address", help="where to listen, e.g. tcp://127.0.0.1:2345 (port 0: any free port)")
+    defaults = SchedulerConfig()
+    scheduler.add_argument("--worker-timeout", type=float, default=defaults.worker_timeout,
+                           help=f"seconds of silence before a worker is declared dead (default {defaults.worker_timeout:g})")
+    scheduler.add_argument("--client-timeout", type=float, default=defaults.client_timeout,
+                           help=f"seconds of silence before a client is dropped (default {defaults.client_timeout:g})")
+    scheduler.add_argument("--max-retries", type=int, default=defaults.max_retries,
+                           help=f"crashes of its processor before a task fails (default {defaults.max_retries})")
+    scheduler.add_argument("--max-waiting", type=int, default=defaults.max_waiting,
+                           help=f"waiting tasks beyond which submit fails with NoWorkerError (default {defaults.max_waiting})")
+    scheduler.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    scheduler.set_defaults(run=_scheduler)
+
+    worker = commands.add_parser("worker", help="run one worker", parents=[common])
+    _add_worker_options(worker)
+    worker.add_argument("--name", default="", help="the worker's name in the monitor (default host-pid)")
+    worker.set_defaults(run=_worker)
+
+    cluster = commands.add_parser("cluster", help="run N workers", parents=[common])
+    _add_worker_options(cluster)
+    cluster.add_argument("-n", type=int, default=1, help="how many workers (default 1)")
+    cluster.set_defaults(run=_cluster)
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s {args.command} %(levelname)s %(name)s: %(message)s")
+    from scaler_jupyter.processes import exit_with_parent
+
+    exit_with_parent()
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

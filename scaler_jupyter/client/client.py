@@ -1,0 +1,396 @@
+"""The Client: a ``concurrent.futures.Executor`` whose tasks run on a cluster."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from scaler_jupyter import task_context
+from scaler_jupyter.client.connection import Connection
+from scaler_jupyter.client.future import Future
+from scaler_jupyter.errors import (
+    ConnectionLostError,
+    NoWorkerError,
+    SerializationError,
+    TaskCrashedError,
+    WorkerDiedError,
+)
+from scaler_jupyter.protocol import (
+    PROTOCOL_VERSION,
+    Cancel,
+    ClientBye,
+    ClientHello,
+    ClientWelcome,
+    DeleteObjects,
+    ObjectSpec,
+    Output,
+    PutObjects,
+    Rejected,
+    Results,
+    Status,
+    StatusReply,
+    StatusRequest,
+    Submit,
+    TaskResult,
+    TaskSpec,
+)
+from scaler_jupyter.protocol import serialization
+from scaler_jupyter.protocol.serialization import ObjectRef, Serializer
+
+logger = logging.getLogger(__name__)
+
+_BATCH = 1024  # tasks per Submit message from map
+
+
+class _RemoteTraceback(Exception):
+    """Carries the worker-side traceback as the ``__cause__`` of a task's exception, as ProcessPoolExecutor does."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text}"""'
+
+
+def _run_chunk(function: Callable, chunk: list[tuple]) -> list:
+    """Run ``function`` over a chunk of argument tuples: ``map``'s ``chunksize`` unit of work."""
+    return [function(*args) for args in chunk]
+
+
+class Client(concurrent.futures.Executor):
+    """Submit Python functions to a cluster, as to a ``ProcessPoolExecutor``.
+
+    With no ``address``, inside a task it connects to that task's scheduler, and
+    elsewhere it starts a private :class:`~scaler_jupyter.LocalCluster` with one
+    worker per core, stopped on :meth:`shutdown`.
+
+    ``serializer`` replaces cloudpickle for functions, arguments and results; it
+    travels to the workers with the tasks. With ``store_tasks=False`` a task whose
+    worker dies fails with :class:`WorkerDiedError` instead of running again.
+    ``timeout`` bounds the wait for the scheduler when connecting, and how long it
+    may stay silent before every pending future fails with ``ConnectionLostError``.
+    """
+
+    def __init__(self, address: str | None = None, serializer: Serializer | None = None,
+                 store_tasks: bool = True, timeout: float = 30.0, name: str | None = None) -> None:
+        self._cluster = None
+        if address is None:
+            address = task_context.scheduler_address()
+        if address is None:
+            from scaler_jupyter.cluster import LocalCluster
+
+            self._cluster = LocalCluster(n_workers=os.cpu_count() or 1)
+            address = self._cluster.address
+        self.address = address
+        self.serializer = serializer
+        self.store_tasks = store_tasks
+        self.timeout = timeout
+        self._futures: dict[int, Future] = {}
+        self._futures_lock = threading.Lock()
+        self._sent_objects: set[bytes] = set()
+        self._function_ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._status_replies: dict[int, concurrent.futures.Future] = {}
+        self._request_ids = itertools.count(1)
+        self._welcome = concurrent.futures.Future()
+        self._task_ids: Iterator[int] | None = None
+        self._closed = False
+        self._connection = Connection(address, self._on_message, self._on_lost, silence_timeout=timeout)
+        self._serializer_id = self._put(serialization.dumps(serializer)) if serializer is not None else None
+        self._connection.send(ClientHello(PROTOCOL_VERSION, name or f"client-{os.getpid()}", socket.gethostname(),
+                                          os.getpid(), store_tasks))
+        try:
+            welcome = self._welcome.result(timeout)
+        except concurrent.futures.TimeoutError:
+            self._close_connection()
+            raise TimeoutError(f"no scheduler answered at {address} within {timeout:.0f}s: "
+                               "is `scaler-jupyter scheduler` running there?") from None
+        except BaseException:
+            self._close_connection()
+            raise
+        # task ids are unique across clients: the scheduler's number for this client, then a counter
+        self._task_ids = itertools.count(welcome.client_number << 40)
+        self.client_number = welcome.client_number
+
+    # -- the Executor contract -----------------------------------------------
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        """Run ``fn(*args, **kwargs)`` on a worker; return its future."""
+        return self.submit_with(fn, args, kwargs)
+
+    def submit_with(self, fn: Callable, args: tuple = (), kwargs: dict | None = None, *,
+                    tags: Iterable[str] | None = None, priority: int = 0) -> Future:
+        """Like :meth:`submit`, with the task's needs: run only on workers with all ``tags``; higher
+        ``priority`` runs first."""
+        self._check_open()
+        objects: list[ObjectSpec] = []
+        function_id = self._function_id(fn, objects)
+        future, spec = self._task(fn, function_id, args, kwargs or {}, sorted(tags or ()), priority)
+        self._connection.send(Submit(objects, [spec]))
+        return future
+
+    def map(self, fn: Callable, *iterables: Iterable, timeout: float | None = None,
+            chunksize: int = 1) -> Iterator:
+        """Like ``Executor.map``: submits every call at once, yields results in order.
+
+        The function is shipped once and the calls travel in batches. ``chunksize``
+        groups that many calls into one task, for very short functions.
+        """
+        self._check_open()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        objects: list[ObjectSpec] = []
+        calls: Iterable[tuple] = zip(*iterables)
+        task_fn = fn
+        if chunksize > 1:
+            calls = ((fn, chunk) for chunk in _chunks(calls, chunksize))
+            task_fn = _run_chunk
+        function_id = self._function_id(task_fn, objects)
+        futures: list[Future] = []
+        specs: list[TaskSpec] = []
+        try:
+            for args in calls:
+                future, spec = self._task(task_fn, function_id, args, {}, [], 0)
+                futures.append(future)
+                specs.append(spec)
+                if len(specs) == _BATCH:
+                    self._connection.send(Submit(objects, specs))
+                    objects, specs = [], []
+        finally:
+            if specs or objects:
+                self._connection.send(Submit(objects, specs))
+        return self._results_in_order(futures, deadline, flatten=chunksize > 1)
+
+    def _results_in_order(self, futures: list[Future], deadline: float | None, flatten: bool) -> Iterator:
+        futures.reverse()
+        try:
+            while futures:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                value = futures[-1].result(remaining)
+                futures.pop()
+                if flatten:
+                    yield from value
+                else:
+                    yield value
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the client (and its private cluster); pending tasks finish first unless cancelled."""
+        if self._closed:
+            return
+        with self._futures_lock:
+            pending = list(self._futures.values())
+        if cancel_futures:
+            for future in pending:
+                future.cancel()
+        elif wait:
+            concurrent.futures.wait(pending)
+        self._closed = True
+        self._close_connection()
+
+    def _close_connection(self) -> None:
+        self._connection.close(ClientBye())
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    # -- beyond the Executor -------------------------------------------------
+
+    def send_object(self, obj: Any) -> ObjectRef:
+        """Store ``obj`` on the scheduler once; pass the returned reference as an argument to many tasks."""
+        self._check_open()
+        try:
+            payload = serialization.dumps(obj, self.serializer)
+        except Exception as exc:
+            raise SerializationError(f"send_object: {type(obj).__name__} object could not be serialized: {exc}") from exc
+        return ObjectRef(self._put(payload), payload.nbytes)
+
+    def delete_object(self, ref: ObjectRef) -> None:
+        """Free an object stored with :meth:`send_object`."""
+        self._sent_objects.discard(ref.object_id)
+        self._connection.send(DeleteObjects([ref.object_id]))
+
+    def status(self, timeout: float | None = None) -> dict:
+        """The scheduler's monitor snapshot: workers, clients, task counts."""
+        self._check_open()
+        request_id = next(self._request_ids)
+        reply: concurrent.futures.Future = concurrent.futures.Future()
+        self._status_replies[request_id] = reply
+        self._connection.send(StatusRequest(request_id))
+        try:
+            return reply.result(self.timeout if timeout is None else timeout)
+        finally:
+            self._status_replies.pop(request_id, None)
+
+    def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
+        """Block until at least ``n`` workers are connected."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while len(self.status()["workers"]) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {n} workers joined {self.address} in time")
+            time.sleep(0.05)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._futures)} pending"
+        return f"<Client {self.address} {state}>"
+
+    # -- internals -----------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def _put(self, payload) -> bytes:
+        object_id = serialization.content_id(payload)
+        if object_id not in self._sent_objects:
+            self._sent_objects.add(object_id)
+            self._connection.send(PutObjects([ObjectSpec(object_id, payload)]))
+        return object_id
+
+    def _function_id(self, fn: Callable, objects: list[ObjectSpec]) -> bytes:
+        if not callable(fn):
+            raise TypeError(f"{fn!r} is not callable")
+        try:
+            object_id = self._function_ids.get(fn)
+        except TypeError:  # not weak-referenceable: serialize each time
+            object_id = None
+        if object_id is not None and object_id in self._sent_objects:
+            return object_id
+        try:
+            payload = serialization.dumps(fn, self.serializer)
+        except Exception as exc:
+            name = getattr(fn, "__qualname__", type(fn).__name__)
+            raise SerializationError(f"the function {name} could not be serialized: {exc}") from exc
+        object_id = serialization.content_id(payload)
+        try:
+            self._function_ids[fn] = object_id
+        except TypeError:
+            pass
+        if object_id not in self._sent_objects:
+            self._sent_objects.add(object_id)
+            objects.append(ObjectSpec(object_id, payload))
+        return object_id
+
+    def _task(self, fn: Callable, function_id: bytes, args: tuple, kwargs: dict, tags: list[str],
+              priority: int) -> tuple[Future, TaskSpec]:
+        try:
+            payload, refs = serialization.dumps_collecting_refs((args, kwargs), self.serializer)
+        except Exception as exc:
+            raise SerializationError(_which_argument_fails(fn, args, kwargs, self.serializer, exc)) from exc
+        task_id = next(self._task_ids)
+        future = Future(task_id, self._cancel)
+        with self._futures_lock:
+            self._futures[task_id] = future
+        spec = TaskSpec(task_id, function_id, payload, refs, self._serializer_id, tags, priority,
+                        task_context.current_task_id)
+        return future, spec
+
+    def _cancel(self, task_id: int) -> None:
+        with self._futures_lock:
+            self._futures.pop(task_id, None)
+        if not self._closed:
+            self._connection.send(Cancel([task_id]))
+
+    # -- in the I/O thread ---------------------------------------------------
+
+    def _on_message(self, message) -> None:
+        if isinstance(message, Results):
+            for result in message.results:
+                self._on_result(result)
+        elif isinstance(message, Output):
+            for line in message.lines:
+                stream = sys.stderr if line.stream == "stderr" else sys.stdout
+                stream.write(line.text)
+                stream.flush()
+        elif isinstance(message, StatusReply):
+            reply = self._status_replies.get(message.request_id)
+            if reply is not None and not reply.done():
+                reply.set_result(message.snapshot)
+        elif isinstance(message, ClientWelcome):
+            if not self._welcome.done():
+                self._welcome.set_result(message)
+        elif isinstance(message, Rejected):
+            logger.error("the scheduler rejected a message: %s", message.reason)
+            if not self._welcome.done():
+                self._welcome.set_exception(ConnectionError(f"the scheduler refused this client: {message.reason}"))
+
+    def _on_result(self, result: TaskResult) -> None:
+        with self._futures_lock:
+            future = self._futures.pop(result.task_id, None)
+        if future is None:
+            return
+        if result.profile:
+            wall, cpu, memory = result.profile
+            future.profile = {"wall_time": wall, "cpu_time": cpu, "peak_memory": memory}
+        try:
+            if result.status == Status.OK:
+                try:
+                    value = serialization.loads(result.payload, self.serializer)
+                except Exception as exc:
+                    future.set_exception(SerializationError(f"the result of task {result.task_id} could not be "
+                                                            f"deserialized here: {type(exc).__name__}: {exc}"))
+                else:
+                    future.set_result(value)
+            elif result.status == Status.CANCELLED:
+                future.cancel()
+            else:
+                future.set_exception(self._exception(result))
+        except concurrent.futures.InvalidStateError:  # cancelled meanwhile by the user
+            pass
+
+    def _exception(self, result: TaskResult) -> BaseException:
+        if result.status == Status.ERROR:
+            try:
+                exc, remote_traceback = serialization.loads(result.payload)
+            except Exception as load_error:  # the exception's class does not exist here
+                return SerializationError(f"the task raised an exception that could not be loaded here "
+                                          f"({load_error}): {result.message}")
+            exc.__cause__ = _RemoteTraceback(remote_traceback)
+            return exc
+        kinds = {
+            Status.CRASHED: TaskCrashedError,
+            Status.WORKER_DIED: WorkerDiedError,
+            Status.NO_WORKER: NoWorkerError,
+            Status.SERIALIZATION: SerializationError,
+        }
+        return kinds.get(result.status, ConnectionLostError)(result.message)
+
+    def _on_lost(self, reason: str) -> None:
+        with self._futures_lock:
+            futures, self._futures = self._futures, {}
+        for future in futures.values():
+            try:
+                future.set_exception(ConnectionLostError(reason))
+            except concurrent.futures.InvalidStateError:
+                pass
+        if not self._welcome.done():
+            self._welcome.set_exception(ConnectionLostError(reason))
+
+
+def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(iterable)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _which_argument_fails(fn: Callable, args: tuple, kwargs: dict, serializer, error: Exception) -> str:
+    """Name the argument that cannot be serialized, so the user knows what to fix."""
+    name = getattr(fn, "__qualname__", type(fn).__name__)
+    named = [(f"argument {i}", value) for i, value in enumerate(args)]
+    named += [(f"keyword argument {key!r}", value) for key, value in kwargs.items()]
+    for label, value in named:
+        try:
+            serialization.dumps(value, serializer)
+        except Exception as exc:  # noqa: BLE001
+            return f"{label} of {name}() ({type(value).__name__}) cannot be serialized: {type(exc).__name__}: {exc}"
+    return f"the arguments of {name}() cannot be serialized: {type(error).__name__}: {error}"

@@ -1,0 +1,148 @@
+"""The client's link to the scheduler: one DEALER socket owned by one I/O thread.
+
+User threads queue messages with :meth:`Connection.send`; the I/O thread sends
+them, merging consecutive ``Submit`` messages so a loop of ``submit`` calls costs
+a few messages, not one per task. Received messages are decoded and handed to
+the ``on_message`` callback in the I/O thread, which is where futures complete.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import secrets
+import threading
+import time
+from typing import Callable
+
+import zmq
+
+from scaler_jupyter.errors import ProtocolError
+from scaler_jupyter.protocol import Heartbeat, Submit, decode, encode
+
+logger = logging.getLogger(__name__)
+
+_MAX_TASKS_PER_MESSAGE = 4096
+
+
+class Connection:
+    """See the module docstring. ``on_lost(reason)`` is called once if the scheduler falls silent."""
+
+    def __init__(self, address: str, on_message: Callable, on_lost: Callable[[str], None],
+                 silence_timeout: float, heartbeat_interval: float = 1.0) -> None:
+        self.address = address
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._silence_timeout = silence_timeout
+        self._heartbeat_interval = heartbeat_interval
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.IDENTITY, b"c" + secrets.token_bytes(8))
+        self._socket.setsockopt(zmq.LINGER, 1000)
+        self._socket.setsockopt(zmq.SNDHWM, 0)
+        self._socket.setsockopt(zmq.RCVHWM, 0)
+        self._socket.connect(address)
+        self._outgoing: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self._wake_pending = False
+        self._wakeup_r, self._wakeup_w = os.pipe()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="scaler-jupyter-client", daemon=True)
+        self._thread.start()
+
+    def send(self, message) -> None:
+        with self._lock:
+            if self._closing:
+                return
+            self._outgoing.append(message)
+            if not self._wake_pending:
+                self._wake_pending = True
+                os.write(self._wakeup_w, b"x")
+
+    def close(self, last_message=None) -> None:
+        """Send ``last_message`` and what is queued, then stop the thread and close the socket."""
+        with self._lock:
+            if self._closing:
+                return
+            if last_message is not None:
+                self._outgoing.append(last_message)
+            self._closing = True
+            os.write(self._wakeup_w, b"x")
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._wakeup_r, zmq.POLLIN)
+        last_heard = next_heartbeat = time.monotonic()
+        lost = False
+        try:
+            while True:
+                events = dict(poller.poll(max(0.0, next_heartbeat - time.monotonic()) * 1000))
+                if self._wakeup_r in events:
+                    os.read(self._wakeup_r, 4096)
+                    with self._lock:
+                        self._wake_pending = False
+                        outgoing, self._outgoing = self._outgoing, collections.deque()
+                        closing = self._closing
+                    for message in _coalesce(outgoing):
+                        self._socket.send_multipart(encode(message), copy=False)
+                    if closing:
+                        return
+                if self._socket in events:
+                    last_heard = time.monotonic()
+                    self._receive()
+                now = time.monotonic()
+                if now >= next_heartbeat:
+                    self._socket.send_multipart(encode(Heartbeat(0.0, 0, 0, 0)))
+                    next_heartbeat = now + self._heartbeat_interval
+                    if not lost and now - last_heard > self._silence_timeout:
+                        lost = True
+                        self._on_lost(f"the scheduler at {self.address} has not answered for {now - last_heard:.0f}s")
+        except Exception:
+            logger.exception("the client's I/O thread failed")
+            self._on_lost("the client's I/O thread failed; see the log")
+        finally:
+            self._socket.close()
+            self._context.term()
+            os.close(self._wakeup_r)
+            os.close(self._wakeup_w)
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                message = decode(frames)
+            except ProtocolError as exc:
+                logger.error("dropping a malformed message from the scheduler: %s", exc)
+                continue
+            try:
+                self._on_message(message)
+            except Exception:
+                logger.exception("error handling %s", type(message).__name__)
+
+
+def _coalesce(messages):
+    """Merge runs of consecutive ``Submit`` messages, keeping every message's order."""
+    merged: Submit | None = None
+    for message in messages:
+        if isinstance(message, Submit):
+            if merged is not None and len(merged.tasks) + len(message.tasks) <= _MAX_TASKS_PER_MESSAGE:
+                merged.objects.extend(message.objects)
+                merged.tasks.extend(message.tasks)
+                continue
+            if merged is not None:
+                yield merged
+            merged = Submit(list(message.objects), list(message.tasks))
+            continue
+        if merged is not None:
+            yield merged
+            merged = None
+        yield message
+    if merged is not None:
+        yield merged

@@ -1,0 +1,30 @@
+"""The client's futures: standard ``concurrent.futures.Future`` objects whose ``cancel`` reaches the task."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Callable
+
+
+class Future(concurrent.futures.Future):
+    """A future for one remote task.
+
+    It stays pending until the task ends (the client does not learn when a worker
+    starts it), so ``cancel()`` works on a running task too: the worker stops it.
+    ``profile`` holds the task's wall time, CPU time and peak memory once done.
+    """
+
+    def __init__(self, task_id: int, on_cancel: Callable[[int], None]) -> None:
+        super().__init__()
+        self.task_id = task_id
+        self.profile: dict | None = None
+        self._on_cancel = on_cancel
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        self._on_cancel(self.task_id)
+        return True
+
+    def __repr__(self) -> str:
+        return f"<Future task {self.task_id} {self._state.lower()}>"

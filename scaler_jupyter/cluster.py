@@ -1,0 +1,123 @@
+"""LocalCluster: a scheduler and workers as child processes of this one, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import subprocess
+import time
+import weakref
+
+from scaler_jupyter.processes import spawn, stop
+
+_live: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for cluster in list(_live):
+        cluster.close()
+
+
+class LocalCluster:
+    """A scheduler and ``n_workers`` workers on this machine, stopped by :meth:`close` or with this process.
+
+    ``address`` defaults to a free port on 127.0.0.1. ``scheduler_args`` and
+    ``worker_args`` are extra command-line arguments (see ``scaler-jupyter
+    scheduler --help``), so that every setting has one spelling.
+    """
+
+    def __init__(self, n_workers: int | None = None, processors_per_worker: int = 1, tags: tuple[str, ...] = (),
+                 address: str | None = None, scheduler_args: tuple[str, ...] = (), worker_args: tuple[str, ...] = (),
+                 timeout: float = 30.0) -> None:
+        self.processors_per_worker = processors_per_worker
+        self.tags = tuple(tags)
+        self.timeout = timeout
+        self._worker_args = tuple(worker_args)
+        self._workers: list[subprocess.Popen] = []
+        ready_r, ready_w = os.pipe()
+        self._scheduler = spawn(["-m", "scaler_jupyter", "scheduler", address or "tcp://127.0.0.1:0",
+                                 "--ready-fd", str(ready_w), *scheduler_args], pass_fds=(ready_w,))
+        os.close(ready_w)
+        _live.add(self)
+        try:
+            info = _read_ready(ready_r, self._scheduler, timeout)
+        except BaseException:
+            self.close()
+            raise
+        self.address: str = info["address"]
+        self.scale(os.cpu_count() or 1 if n_workers is None else n_workers)
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the scheduler and of each worker."""
+        return [self._scheduler.pid, *(w.pid for w in self._workers)]
+
+    @property
+    def n_workers(self) -> int:
+        return len(self._workers)
+
+    def scale(self, n: int, wait: bool = True) -> None:
+        """Run ``n`` workers: start new ones, or stop the newest (their queued tasks go to the others)."""
+        while len(self._workers) > n:
+            stop(self._workers.pop())
+        while len(self._workers) < n:
+            args = ["-m", "scaler_jupyter", "worker", self.address, "--processors", str(self.processors_per_worker),
+                    "--name", f"local-{len(self._workers)}-{os.getpid()}"]
+            if self.tags:
+                args += ["--tags", ",".join(self.tags)]
+            self._workers.append(spawn([*args, *self._worker_args]))
+        if wait:
+            self.wait_for_workers(n)
+
+    def wait_for_workers(self, n: int) -> None:
+        """Block until the scheduler counts exactly ``n`` workers."""
+        from scaler_jupyter.client import Client
+
+        deadline = time.monotonic() + self.timeout
+        with Client(self.address, timeout=self.timeout, name="local-cluster") as client:
+            while len(client.status()["workers"]) != n:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{n} workers did not join {self.address} within {self.timeout:.0f}s")
+                dead = [w.pid for w in self._workers if w.poll() is not None]
+                if dead:
+                    raise RuntimeError(f"worker processes {dead} exited at start; see their log above")
+                time.sleep(0.02)
+
+    def close(self) -> None:
+        """Stop every worker, then the scheduler."""
+        _live.discard(self)
+        while self._workers:
+            stop(self._workers.pop())
+        stop(self._scheduler)
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<LocalCluster {getattr(self, 'address', '?')} workers={len(self._workers)}>"
+
+
+def _read_ready(fd: int, process: subprocess.Popen, timeout: float) -> dict:
+    """Wait for the scheduler to write its address on ``fd``."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    try:
+        while not data.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"the scheduler did not start within {timeout:.0f}s")
+            readable, _, _ = select.select([fd], [], [], remaining)
+            if readable:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    raise RuntimeError(f"the scheduler exited at start (code {process.wait()}); see its log above")
+                data += chunk
+    finally:
+        os.close(fd)
+    return json.loads(data)

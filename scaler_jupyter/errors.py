@@ -1,0 +1,40 @@
+"""Errors raised by scaler_jupyter, each saying what went wrong and what to do."""
+
+from __future__ import annotations
+
+
+class ScalerJupyterError(Exception):
+    """Base class of every error this package raises itself."""
+
+
+class WorkerDiedError(ScalerJupyterError):
+    """The worker running a task died and the client asked not to re-run tasks (``store_tasks=False``)."""
+
+
+class TaskCrashedError(ScalerJupyterError):
+    """A task killed the processor running it (segfault, ``os._exit``, out of memory) too many times."""
+
+
+class NoWorkerError(ScalerJupyterError):
+    """The scheduler cannot take the task: too many tasks wait, or no worker can ever run it."""
+
+
+class SerializationError(ScalerJupyterError, TypeError):
+    """A function, argument or result could not be serialized or deserialized."""
+
+
+class ProtocolError(ScalerJupyterError):
+    """A peer sent a message this version cannot understand."""
+
+
+class ConnectionLostError(ScalerJupyterError):
+    """The client lost its scheduler; pending futures fail with this error."""
+
+
+class RemoteError(ScalerJupyterError):
+    """A task raised an exception that could not be sent back as itself; its type and text are kept."""
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback

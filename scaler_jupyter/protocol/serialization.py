@@ -1,0 +1,118 @@
+"""How user objects become payloads, and the references that let a task name a stored object.
+
+The default serializer is cloudpickle with pickle protocol 5, so functions
+defined in a notebook travel by value and large buffers (numpy arrays, bytes)
+travel out-of-band as their own frames, never copied into the pickle stream.
+A custom serializer is any object with ``dumps(obj) -> bytes`` and
+``loads(bytes) -> obj``; it travels to the workers with the tasks that use it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import pickle
+from typing import Any, Protocol
+
+import cloudpickle
+
+from scaler_jupyter.protocol.messages import Payload
+
+
+class Serializer(Protocol):
+    """What a custom serializer must provide."""
+
+    def dumps(self, obj: Any) -> bytes: ...
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+def dumps(obj: Any, serializer: Serializer | None = None) -> Payload:
+    """Serialize ``obj``; large buffers stay out-of-band as separate parts."""
+    if serializer is not None:
+        return Payload([serializer.dumps(obj)])
+    buffers: list = []
+    stream = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    return Payload([stream, *(b.raw() for b in buffers)])
+
+
+def loads(payload: Payload, serializer: Serializer | None = None, writable: bool = False) -> Any:
+    """Rebuild the object in ``payload``.
+
+    ``writable`` copies out-of-band buffers first, so that arrays a task receives
+    can be modified in place as with any local call.
+    """
+    stream, *buffers = payload.parts
+    if serializer is not None:
+        return serializer.loads(bytes(stream))
+    if writable:
+        buffers = [bytearray(b) for b in buffers]
+    return pickle.loads(stream, buffers=buffers)
+
+
+def content_id(payload: Payload) -> bytes:
+    """A 16-byte digest of the payload: the same object sent twice is stored once."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in payload.parts:
+        digest.update(part)
+    return digest.digest()
+
+
+# ---------------------------------------------------------------------------
+# Object references
+
+_collected: contextvars.ContextVar[list | None] = contextvars.ContextVar("scaler_jupyter_refs", default=None)
+_resolver: contextvars.ContextVar = contextvars.ContextVar("scaler_jupyter_resolver", default=None)
+
+
+class ObjectRef:
+    """A handle to an object held by the scheduler; pass it as a task argument instead of the object."""
+
+    __slots__ = ("object_id", "nbytes")
+
+    def __init__(self, object_id: bytes, nbytes: int = 0) -> None:
+        self.object_id = object_id
+        self.nbytes = nbytes
+
+    def __reduce__(self):
+        refs = _collected.get()
+        if refs is not None:
+            refs.append(self.object_id)
+        return (_resolve, (self.object_id, self.nbytes))
+
+    def __repr__(self) -> str:
+        return f"<ObjectRef {self.object_id.hex()[:12]} {self.nbytes} bytes>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and other.object_id == self.object_id
+
+    def __hash__(self) -> int:
+        return hash(self.object_id)
+
+
+def _resolve(object_id: bytes, nbytes: int):
+    """On a worker, an ObjectRef unpickles as the object it names; elsewhere, as itself."""
+    resolve = _resolver.get()
+    if resolve is None:
+        return ObjectRef(object_id, nbytes)
+    return resolve(object_id)
+
+
+def dumps_collecting_refs(obj: Any, serializer: Serializer | None = None) -> tuple[Payload, list[bytes]]:
+    """Serialize ``obj`` and return the ids of the ObjectRefs found inside it."""
+    refs: list[bytes] = []
+    token = _collected.set(refs)
+    try:
+        payload = dumps(obj, serializer)
+    finally:
+        _collected.reset(token)
+    return payload, list(dict.fromkeys(refs))
+
+
+def loads_resolving_refs(payload: Payload, resolve, serializer: Serializer | None = None) -> Any:
+    """Rebuild ``obj``, replacing each ObjectRef by ``resolve(object_id)``."""
+    token = _resolver.set(resolve)
+    try:
+        return loads(payload, serializer, writable=True)
+    finally:
+        _resolver.reset(token)

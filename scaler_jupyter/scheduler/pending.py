@@ -1,0 +1,54 @@
+"""Tasks waiting for a worker, in priority order, grouped by the tags they need."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+
+
+class PendingQueue:
+    """A priority queue per tag set; a worker pops the best task among the tag sets it satisfies.
+
+    Keys sort ascending: children of running tasks first (so a parent waiting on them
+    never deadlocks its worker), then higher ``priority``, then submission order.
+    Removal is lazy: a cancelled task stays in its heap until popped and skipped.
+    """
+
+    def __init__(self) -> None:
+        self._heaps: dict[frozenset, list] = {}
+        self._order = itertools.count()
+        self._members: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __contains__(self, task_id: int) -> bool:
+        return task_id in self._members
+
+    def push(self, task_id: int, tags: frozenset, priority: int, is_child: bool) -> None:
+        key = (0 if is_child else 1, -priority, next(self._order))
+        heapq.heappush(self._heaps.setdefault(tags, []), (key, task_id))
+        self._members.add(task_id)
+
+    def discard(self, task_id: int) -> None:
+        self._members.discard(task_id)
+
+    def tag_sets(self) -> list[frozenset]:
+        """The tag sets that have waiting tasks."""
+        return [tags for tags, heap in self._heaps.items() if heap]
+
+    def pop_for(self, worker_tags: frozenset) -> int | None:
+        """Remove and return the best task a worker with ``worker_tags`` can run, or None."""
+        best = None
+        for tags, heap in self._heaps.items():
+            if not tags <= worker_tags:
+                continue
+            while heap and heap[0][1] not in self._members:
+                heapq.heappop(heap)
+            if heap and (best is None or heap[0] < best[0]):
+                best = (heap[0], heap)
+        if best is None:
+            return None
+        _, task_id = heapq.heappop(best[1])
+        self._members.discard(task_id)
+        return task_id

@@ -1,0 +1,513 @@
+"""The scheduler's rules: a state machine fed decoded messages and clock ticks.
+
+Nothing here touches a socket (see ``server.py`` for the loop around it). Every
+handler records what to send in the outbox; ``flush()`` then assigns waiting
+tasks to workers and returns the messages, coalesced so that each peer gets at
+most one ``Assign`` or ``Results`` per turn of the loop, however many tasks moved.
+
+State:
+
+- ``clients``: identity -> :class:`ClientInfo`, each with the ids of its live tasks.
+- ``workers``: identity -> :class:`WorkerInfo`, each with the tasks in its queue
+  (sent, not yet finished), the objects it holds, its tags and its capacity.
+- ``tasks``: task id -> :class:`Task`, every task not yet finished.
+- ``pending``: the ids of tasks waiting for a worker (:class:`PendingQueue`).
+- ``objects``: payloads of functions, serializers and ``send_object`` data
+  (:class:`ObjectStore`), each owned by the clients that sent it.
+
+A task is ``PENDING`` (in ``pending``) or ``ASSIGNED`` (in one worker's queue),
+and leaves ``tasks`` when its result is delivered or it is cancelled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import math
+import os
+import time
+
+import psutil
+
+from scaler_jupyter.protocol import (
+    PROTOCOL_VERSION,
+    Assign,
+    Cancel,
+    ClientBye,
+    ClientHello,
+    ClientWelcome,
+    DeleteObjects,
+    Heartbeat,
+    ObjectSpec,
+    Output,
+    PutObjects,
+    Rejected,
+    Results,
+    Status,
+    StatusReply,
+    StatusRequest,
+    Submit,
+    TaskBlocked,
+    TaskResult,
+    TaskSpec,
+    WorkerBye,
+    WorkerHello,
+    WorkerWelcome,
+    needed_objects,
+)
+from scaler_jupyter.scheduler.object_store import ObjectStore
+from scaler_jupyter.scheduler.pending import PendingQueue
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_VERSION = 1
+_NO_TAGS: frozenset = frozenset()
+
+
+class TaskState(enum.Enum):
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+
+
+@dataclasses.dataclass(slots=True)
+class SchedulerConfig:
+    """Every setting of the scheduler; the command line fills it."""
+
+    worker_timeout: float = 10.0
+    client_timeout: float = 30.0
+    max_retries: int = 3
+    max_waiting: int = 1_000_000
+    heartbeat_interval: float = 1.0
+    queue_seconds: float = 0.05  # how much work, by measured task time, a worker may hold per processor
+    max_depth: int = 256  # most tasks per processor in a worker's queue
+
+
+@dataclasses.dataclass(slots=True)
+class Task:
+    spec: TaskSpec
+    client: bytes
+    tags: frozenset
+    state: TaskState = TaskState.PENDING
+    worker: bytes | None = None
+    crashes: int = 0
+    cancelled: bool = False
+
+
+@dataclasses.dataclass(slots=True)
+class ClientInfo:
+    number: int
+    name: str
+    host: str
+    pid: int
+    store_tasks: bool
+    last_seen: float
+    tasks: set[int] = dataclasses.field(default_factory=set)
+    objects: set[bytes] = dataclasses.field(default_factory=set)
+    submitted: int = 0
+    done: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class WorkerInfo:
+    number: int
+    name: str
+    host: str
+    pid: int
+    processors: int
+    tags: frozenset
+    last_seen: float
+    queue: dict[int, Task] = dataclasses.field(default_factory=dict)
+    objects: set[bytes] = dataclasses.field(default_factory=set)
+    blocked: set[int] = dataclasses.field(default_factory=set)  # running parents waiting on children
+    mean_task_seconds: float | None = None
+    cpu: float = 0.0
+    memory: int = 0
+    running: int = 0
+    done: int = 0
+
+    depth: int = 4  # tasks per processor the worker may hold, learned from task times
+
+    @property
+    def capacity(self) -> int:
+        """How many tasks the worker may hold: enough to keep its processors busy, and no more."""
+        return self.processors * self.depth + len(self.blocked)
+
+
+class SchedulerState:
+    """The scheduler without its sockets: ``on_*`` methods in, ``flush()`` out."""
+
+    def __init__(self, config: SchedulerConfig | None = None, now: float | None = None) -> None:
+        self.config = config or SchedulerConfig()
+        self.clients: dict[bytes, ClientInfo] = {}
+        self.workers: dict[bytes, WorkerInfo] = {}
+        self.tasks: dict[int, Task] = {}
+        self.pending = PendingQueue()
+        self.objects = ObjectStore()
+        self.started = time.monotonic() if now is None else now
+        self._numbers = 0
+        self._outbox: list[tuple[bytes, object]] = []
+        self._results: dict[bytes, list[TaskResult]] = {}
+        self._assigned: dict[bytes, list[TaskSpec]] = {}
+        self._finished = 0
+        self._rate = (self.started, 0, 0.0)  # (time, finished count, tasks/s) for the snapshot
+
+    # -- the entry points ----------------------------------------------------
+
+    def on_message(self, peer: bytes, message, now: float) -> None:
+        """Apply one decoded message from ``peer``."""
+        handler = self._HANDLERS.get(type(message))
+        if handler is None:
+            logger.warning("dropping %s from %r: not a message the scheduler takes", type(message).__name__, peer)
+            return
+        if peer in self.clients:
+            self.clients[peer].last_seen = now
+        elif peer in self.workers:
+            self.workers[peer].last_seen = now
+        handler(self, peer, message, now)
+
+    def on_tick(self, now: float) -> None:
+        """Declare silent peers dead."""
+        for identity, worker in list(self.workers.items()):
+            if now - worker.last_seen > self.config.worker_timeout:
+                logger.warning("worker %s silent for %.1fs: declared dead", worker.name, now - worker.last_seen)
+                self._remove_worker(identity)
+        for identity, client in list(self.clients.items()):
+            if now - client.last_seen > self.config.client_timeout:
+                logger.warning("client %s silent for %.1fs: disconnected", client.name, now - client.last_seen)
+                self._remove_client(identity)
+
+    def flush(self) -> list[tuple[bytes, object]]:
+        """Assign what can be assigned; return every message to send, coalesced by peer."""
+        self._schedule()
+        out = self._outbox
+        for identity, specs in self._assigned.items():
+            worker = self.workers[identity]
+            objects = []
+            for spec in specs:
+                for object_id in needed_objects(spec):
+                    if object_id not in worker.objects:
+                        worker.objects.add(object_id)
+                        objects.append(ObjectSpec(object_id, self.objects.get(object_id)))
+            out.append((identity, Assign(objects, specs)))
+        for identity, results in self._results.items():
+            out.append((identity, Results(results)))
+        self._outbox, self._results, self._assigned = [], {}, {}
+        return out
+
+    # -- clients -------------------------------------------------------------
+
+    def _on_client_hello(self, peer: bytes, msg: ClientHello, now: float) -> None:
+        if msg.version != PROTOCOL_VERSION:
+            self._outbox.append((peer, Rejected(f"protocol version {msg.version}, scheduler speaks {PROTOCOL_VERSION}")))
+            return
+        if peer in self.clients:
+            self._remove_client(peer)
+        self._numbers += 1
+        self.clients[peer] = ClientInfo(self._numbers, msg.name, msg.host, msg.pid, msg.store_tasks, now)
+        self._outbox.append((peer, ClientWelcome(self._numbers, self.config.heartbeat_interval)))
+
+    def _on_client_bye(self, peer: bytes, msg: ClientBye, now: float) -> None:
+        self._remove_client(peer)
+
+    def _on_submit(self, peer: bytes, msg: Submit, now: float) -> None:
+        client = self.clients.get(peer)
+        if client is None:
+            self._outbox.append((peer, Rejected("submit before hello: connect with Client(address)")))
+            return
+        self._store_objects(client, peer, msg.objects)
+        room = self.config.max_waiting - len(self.pending)
+        for spec in msg.tasks:
+            if spec.task_id in self.tasks:
+                logger.warning("client %s reused task id %d: ignored", client.name, spec.task_id)
+                continue
+            client.submitted += 1
+            missing = [o for o in needed_objects(spec) if o not in self.objects]
+            if missing:
+                self._reply(peer, TaskResult(spec.task_id, Status.SERIALIZATION, None,
+                                             f"object {missing[0].hex()} is not on the scheduler (deleted?)", []))
+                continue
+            if room <= 0:
+                self._reply(peer, TaskResult(spec.task_id, Status.NO_WORKER, None,
+                                             f"the scheduler already holds {len(self.pending)} waiting tasks "
+                                             f"(--max-waiting {self.config.max_waiting}): wait for results "
+                                             "or add workers before submitting more", []))
+                continue
+            room -= 1
+            task = Task(spec, peer, frozenset(spec.tags) if spec.tags else _NO_TAGS)
+            self.tasks[spec.task_id] = task
+            client.tasks.add(spec.task_id)
+            self.pending.push(spec.task_id, task.tags, spec.priority, spec.parent_id is not None)
+            if spec.parent_id is not None:
+                self._mark_blocked(spec.parent_id)
+
+    def _on_put_objects(self, peer: bytes, msg: PutObjects, now: float) -> None:
+        client = self.clients.get(peer)
+        if client is not None:
+            self._store_objects(client, peer, msg.objects)
+
+    def _on_delete_objects(self, peer: bytes, msg: DeleteObjects, now: float) -> None:
+        client = self.clients.get(peer)
+        if client is None:
+            return
+        for object_id in msg.object_ids:
+            if object_id in client.objects:
+                client.objects.discard(object_id)
+                self._release_object(object_id, peer)
+
+    def _on_cancel(self, peer: bytes, msg: Cancel, now: float) -> None:
+        by_worker: dict[bytes, list[int]] = {}
+        for task_id in msg.task_ids:
+            task = self.tasks.get(task_id)
+            if task is None or task.client != peer:
+                continue
+            if task.state is TaskState.PENDING:
+                self._finish(task, TaskResult(task_id, Status.CANCELLED, None, "cancelled", []))
+            elif not task.cancelled:
+                task.cancelled = True
+                by_worker.setdefault(task.worker, []).append(task_id)
+        for identity, task_ids in by_worker.items():
+            self._outbox.append((identity, Cancel(task_ids)))
+
+    def _on_status_request(self, peer: bytes, msg: StatusRequest, now: float) -> None:
+        self._outbox.append((peer, StatusReply(msg.request_id, self.snapshot(now))))
+
+    def _store_objects(self, client: ClientInfo, peer: bytes, objects: list[ObjectSpec]) -> None:
+        for obj in objects:
+            self.objects.put(obj.object_id, obj.payload, peer)
+            client.objects.add(obj.object_id)
+
+    def _release_object(self, object_id: bytes, owner: bytes) -> None:
+        if self.objects.release(object_id, owner):
+            for identity, worker in self.workers.items():
+                if object_id in worker.objects:
+                    worker.objects.discard(object_id)
+                    self._outbox.append((identity, DeleteObjects([object_id])))
+
+    def _remove_client(self, peer: bytes) -> None:
+        """Cancel a gone client's tasks and free its objects."""
+        client = self.clients.pop(peer, None)
+        if client is None:
+            return
+        by_worker: dict[bytes, list[int]] = {}
+        for task_id in client.tasks:
+            task = self.tasks.pop(task_id)
+            if task.state is TaskState.PENDING:
+                self.pending.discard(task_id)
+            else:
+                worker = self.workers[task.worker]
+                del worker.queue[task_id]
+                by_worker.setdefault(task.worker, []).append(task_id)
+        for identity, task_ids in by_worker.items():
+            self._outbox.append((identity, Cancel(task_ids)))
+        for object_id in client.objects:
+            self._release_object(object_id, peer)
+        self._results.pop(peer, None)
+        logger.info("client %s left: %d tasks cancelled, %d objects released",
+                    client.name, len(client.tasks), len(client.objects))
+
+    # -- workers -------------------------------------------------------------
+
+    def _on_worker_hello(self, peer: bytes, msg: WorkerHello, now: float) -> None:
+        if msg.version != PROTOCOL_VERSION:
+            self._outbox.append((peer, Rejected(f"protocol version {msg.version}, scheduler speaks {PROTOCOL_VERSION}")))
+            return
+        if peer in self.workers:
+            self._remove_worker(peer)
+        self._numbers += 1
+        self.workers[peer] = WorkerInfo(self._numbers, msg.name, msg.host, msg.pid, max(1, msg.processors),
+                                        frozenset(msg.tags), now)
+        self._outbox.append((peer, WorkerWelcome(self._numbers)))
+        logger.info("worker %s joined (%d processors, tags %s)", msg.name, msg.processors, sorted(msg.tags) or "none")
+
+    def _on_worker_bye(self, peer: bytes, msg: WorkerBye, now: float) -> None:
+        self._remove_worker(peer)
+
+    def _on_heartbeat(self, peer: bytes, msg: Heartbeat, now: float) -> None:
+        """Workers and clients heartbeat; the answer tells them the scheduler lives."""
+        worker = self.workers.get(peer)
+        if worker is not None:
+            worker.cpu, worker.memory, worker.running = msg.cpu, msg.memory, msg.running
+        if worker is not None or peer in self.clients:
+            self._outbox.append((peer, Heartbeat(0.0, 0, len(self.pending), len(self.tasks) - len(self.pending))))
+
+    def _on_results(self, peer: bytes, msg: Results, now: float) -> None:
+        worker = self.workers.get(peer)
+        if worker is None:
+            logger.debug("dropping results from unknown worker %r", peer)
+            return
+        walls = []
+        for result in msg.results:
+            task = worker.queue.pop(result.task_id, None)
+            if task is None:  # cancelled, or taken back from this worker
+                continue
+            worker.blocked.discard(result.task_id)
+            if result.profile:
+                walls.append(result.profile[0])
+            if result.status == Status.CRASHED and not task.cancelled:
+                task.crashes += 1
+                if task.crashes < self.config.max_retries:
+                    logger.warning("task %d crashed its processor (%d of %d): retrying",
+                                   result.task_id, task.crashes, self.config.max_retries)
+                    self._requeue(task)
+                    continue
+            worker.done += 1
+            self._finish(task, result)
+        if walls:
+            self._learn_task_time(worker, sum(walls) / len(walls))
+
+    def _on_output(self, peer: bytes, msg: Output, now: float) -> None:
+        by_client: dict[bytes, list] = {}
+        for line in msg.lines:
+            task = self.tasks.get(line.task_id)
+            if task is not None:
+                by_client.setdefault(task.client, []).append(line)
+        for identity, lines in by_client.items():
+            self._outbox.append((identity, Output(lines)))
+
+    def _remove_worker(self, peer: bytes) -> None:
+        """A worker left or died: its tasks wait for another, or fail if their client asked so."""
+        worker = self.workers.pop(peer, None)
+        if worker is None:
+            return
+        self._assigned.pop(peer, None)
+        for task in worker.queue.values():
+            client = self.clients.get(task.client)
+            if task.cancelled or client is None:
+                self._finish(task, TaskResult(task.spec.task_id, Status.CANCELLED, None, "cancelled", []))
+            elif client.store_tasks:
+                self._requeue(task)
+            else:
+                self._finish(task, TaskResult(task.spec.task_id, Status.WORKER_DIED, None,
+                                              f"worker {worker.name} died while holding the task", []))
+        logger.warning("worker %s removed; %d of its tasks rescheduled or failed", worker.name, len(worker.queue))
+
+    def _learn_task_time(self, worker: WorkerInfo, seconds: float) -> None:
+        """Keep about ``queue_seconds`` of work queued per processor: deep for tiny tasks, one for long ones."""
+        mean = seconds if worker.mean_task_seconds is None else 0.7 * worker.mean_task_seconds + 0.3 * seconds
+        worker.mean_task_seconds = mean
+        worker.depth = max(1, min(self.config.max_depth, math.ceil(self.config.queue_seconds / max(mean, 1e-6))))
+
+    def _mark_blocked(self, parent_id: int) -> None:
+        parent = self.tasks.get(parent_id)
+        if parent is None or parent.state is not TaskState.ASSIGNED:
+            return
+        worker = self.workers[parent.worker]
+        if parent_id not in worker.blocked:
+            worker.blocked.add(parent_id)
+            self._outbox.append((parent.worker, TaskBlocked(parent_id)))
+
+    # -- assignment ----------------------------------------------------------
+
+    def _schedule(self) -> None:
+        """Give waiting tasks to workers with room, least loaded first, an even share each."""
+        while self.pending:
+            candidates = [w for w in self.workers.items() if len(w[1].queue) < w[1].capacity]
+            if not candidates:
+                return
+            candidates.sort(key=lambda item: len(item[1].queue) / item[1].capacity)
+            share = math.ceil(len(self.pending) / len(candidates))
+            moved = 0
+            for identity, worker in candidates:
+                for _ in range(min(share, worker.capacity - len(worker.queue))):
+                    task_id = self.pending.pop_for(worker.tags)
+                    if task_id is None:
+                        break
+                    task = self.tasks[task_id]
+                    task.state, task.worker = TaskState.ASSIGNED, identity
+                    worker.queue[task_id] = task
+                    self._assigned.setdefault(identity, []).append(task.spec)
+                    moved += 1
+            if not moved:
+                return
+
+    def _requeue(self, task: Task) -> None:
+        task.state, task.worker = TaskState.PENDING, None
+        self.pending.push(task.spec.task_id, task.tags, task.spec.priority, task.spec.parent_id is not None)
+
+    def _finish(self, task: Task, result: TaskResult) -> None:
+        task_id = task.spec.task_id
+        self.tasks.pop(task_id, None)
+        self.pending.discard(task_id)
+        self._finished += 1
+        client = self.clients.get(task.client)
+        if client is not None:
+            client.tasks.discard(task_id)
+            client.done += 1
+            self._reply(task.client, result)
+
+    def _reply(self, client: bytes, result: TaskResult) -> None:
+        self._results.setdefault(client, []).append(result)
+
+    # -- the snapshot --------------------------------------------------------
+
+    def snapshot(self, now: float) -> dict:
+        """The monitor snapshot: what ``Client.status()`` returns and the monitor feed publishes."""
+        then, finished_then, rate = self._rate
+        if now - then >= 0.5:
+            rate = (self._finished - finished_then) / (now - then)
+            self._rate = (now, self._finished, rate)
+        process = _this_process()
+        assigned = sum(len(w.queue) for w in self.workers.values())
+        return {
+            "version": SNAPSHOT_VERSION,
+            "time": time.time(),
+            "scheduler": {
+                "pid": os.getpid(),
+                "uptime": now - self.started,
+                "cpu": process.cpu_percent(),
+                "memory": process.memory_info().rss,
+                "tasks_per_second": rate,
+                "objects": len(self.objects),
+                "object_bytes": self.objects.nbytes,
+            },
+            "tasks": {"pending": len(self.pending), "assigned": assigned, "finished": self._finished},
+            "workers": [
+                {
+                    "id": w.number,
+                    "name": w.name,
+                    "host": w.host,
+                    "pid": w.pid,
+                    "tags": sorted(w.tags),
+                    "processors": w.processors,
+                    "cpu": w.cpu,
+                    "memory": w.memory,
+                    "queued": max(0, len(w.queue) - w.running),
+                    "running": w.running,
+                    "done": w.done,
+                    "heartbeat_lag": now - w.last_seen,
+                }
+                for w in self.workers.values()
+            ],
+            "clients": [
+                {"id": c.number, "name": c.name, "host": c.host, "pid": c.pid,
+                 "tasks": len(c.tasks), "submitted": c.submitted, "done": c.done}
+                for c in self.clients.values()
+            ],
+        }
+
+    _HANDLERS = {
+        ClientHello: _on_client_hello,
+        ClientBye: _on_client_bye,
+        Submit: _on_submit,
+        PutObjects: _on_put_objects,
+        DeleteObjects: _on_delete_objects,
+        Cancel: _on_cancel,
+        StatusRequest: _on_status_request,
+        WorkerHello: _on_worker_hello,
+        WorkerBye: _on_worker_bye,
+        Heartbeat: _on_heartbeat,
+        Results: _on_results,
+        Output: _on_output,
+    }
+
+
+
+_process: psutil.Process | None = None
+
+
+def _this_process() -> psutil.Process:
+    global _process
+    if _process is None:
+        _process = psutil.Process()
+    return _process

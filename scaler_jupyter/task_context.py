@@ -1,0 +1,18 @@
+"""What the current process is running, when it is a worker's processor.
+
+The processor sets these; a ``Client()`` created inside a task reads them to find
+its scheduler and to tell it whose children its tasks are.
+"""
+
+from __future__ import annotations
+
+import os
+
+SCHEDULER_ENV = "SCALER_JUPYTER_SCHEDULER"
+
+current_task_id: int | None = None
+
+
+def scheduler_address() -> str | None:
+    """The address of the scheduler this process works for, or None outside a worker."""
+    return os.environ.get(SCHEDULER_ENV)

@@ -1,0 +1,379 @@
+"""A worker's agent: holds the scheduler connection and keeps its processors fed.
+
+The agent never runs user code, so it answers the scheduler (heartbeats, cancels)
+even while every processor is busy. It keeps the tasks the scheduler sent in a
+queue and hands each processor a few at a time, enough that it never idles
+between tasks and few enough that the rest can still be cancelled or moved. It
+watches each processor through a pidfd: a processor that dies is replaced, the
+task it was running is reported ``CRASHED``, and the tasks it had not started go
+back to the queue.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import math
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+import zmq
+
+from scaler_jupyter import task_context
+from scaler_jupyter.errors import ProtocolError
+from scaler_jupyter.processes import spawn
+from scaler_jupyter.protocol import (
+    PROTOCOL_VERSION,
+    Assign,
+    Cancel,
+    DeleteObjects,
+    Heartbeat,
+    ObjectSpec,
+    Output,
+    Payload,
+    ProcessorHello,
+    Rejected,
+    Results,
+    Shutdown,
+    Status,
+    TaskBlocked,
+    TaskResult,
+    TaskSpec,
+    WorkerBye,
+    WorkerHello,
+    WorkerWelcome,
+    decode,
+    encode,
+    needed_objects,
+)
+
+logger = logging.getLogger(__name__)
+
+_PROCESSOR_QUEUE_SECONDS = 0.005  # work, by measured task time, handed to a processor ahead of time
+_MAX_PROCESSOR_DEPTH = 128
+
+
+@dataclasses.dataclass(slots=True)
+class _Processor:
+    identity: bytes
+    process: subprocess.Popen
+    pidfd: int
+    stats: psutil.Process | None
+    ready: bool = False
+    retiring: bool = False
+    killed: bool = False  # killed on purpose (a cancel), so its death is no crash
+    outstanding: dict[int, TaskSpec] = dataclasses.field(default_factory=dict)  # in the order it runs them
+    objects: set[bytes] = dataclasses.field(default_factory=set)
+
+
+@dataclasses.dataclass(slots=True)
+class AgentConfig:
+    """Every setting of a worker; the command line fills it."""
+
+    processors: int = 1
+    tags: tuple[str, ...] = ()
+    heartbeat: float = 1.0
+    death_timeout: float = 30.0  # exit when the scheduler has been silent this long
+    name: str = ""
+
+
+class WorkerAgent:
+    """One worker: see the module docstring."""
+
+    def __init__(self, scheduler_address: str, config: AgentConfig | None = None) -> None:
+        self.address = scheduler_address
+        self.config = config or AgentConfig()
+        self.name = self.config.name or f"{socket.gethostname()}-{os.getpid()}"
+        self._context = zmq.Context()
+        self._scheduler = self._context.socket(zmq.DEALER)
+        self._ipc_path = os.path.join(tempfile.gettempdir(), f"scaler-jupyter-{os.getpid()}-{secrets.token_hex(4)}")
+        self._processors_socket = self._context.socket(zmq.ROUTER)
+        self._poller = zmq.Poller()
+        self._procs: dict[bytes, _Processor] = {}
+        self._by_pidfd: dict[int, _Processor] = {}
+        self._generation = 0
+        self._queue: collections.deque[TaskSpec] = collections.deque()
+        self._objects: dict[bytes, Payload] = {}
+        self._blocked: set[int] = set()
+        self._results: list[TaskResult] = []
+        self._mean_task_seconds: float | None = None
+        self._depth = 2
+        self._running = True
+        self._wakeup_r, self._wakeup_w = os.pipe()
+        self._stats = psutil.Process()
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until stopped by :meth:`stop`, a signal, or a silent scheduler."""
+        for sock in (self._scheduler, self._processors_socket):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 0)
+            sock.setsockopt(zmq.RCVHWM, 0)
+        self._scheduler.connect(self.address)
+        self._processors_socket.bind(f"ipc://{self._ipc_path}")
+        self._poller.register(self._scheduler, zmq.POLLIN)
+        self._poller.register(self._processors_socket, zmq.POLLIN)
+        self._poller.register(self._wakeup_r, zmq.POLLIN)
+        for _ in range(self.config.processors):
+            self._spawn_processor()
+        self._send(WorkerHello(PROTOCOL_VERSION, self.name, socket.gethostname(), os.getpid(),
+                               self.config.processors, list(self.config.tags)))
+        last_heard = next_heartbeat = time.monotonic()
+        try:
+            while self._running:
+                timeout = max(0.0, next_heartbeat - time.monotonic())
+                events = dict(self._poller.poll(timeout * 1000))
+                if self._scheduler in events:
+                    self._receive_from_scheduler()
+                    last_heard = time.monotonic()
+                if self._processors_socket in events:
+                    self._receive_from_processors()
+                for fd in events:
+                    if fd in self._by_pidfd:
+                        self._receive_from_processors()  # what it sent before dying comes first
+                        self._on_processor_exit(self._by_pidfd[fd])
+                if self._wakeup_r in events:
+                    os.read(self._wakeup_r, 64)
+                self._resize_pool()
+                self._dispatch()
+                if self._results:
+                    self._send(Results(self._results))
+                    self._results = []
+                now = time.monotonic()
+                if now >= next_heartbeat:
+                    self._send(self._heartbeat())
+                    next_heartbeat = now + self.config.heartbeat
+                    if now - last_heard > self.config.death_timeout:
+                        logger.error("scheduler silent for %.0fs: worker %s exits", now - last_heard, self.name)
+                        break
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        """Stop the loop; safe to call from a signal handler."""
+        self._running = False
+        os.write(self._wakeup_w, b"x")
+
+    def _send(self, message) -> None:
+        self._scheduler.send_multipart(encode(message), copy=False)
+
+    def _send_to(self, proc: _Processor, message) -> None:
+        self._processors_socket.send_multipart([proc.identity, *encode(message)], copy=False)
+
+    # -- from the scheduler --------------------------------------------------
+
+    def _receive_from_scheduler(self) -> None:
+        while True:
+            try:
+                frames = self._scheduler.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                message = decode(frames)
+            except ProtocolError as exc:
+                logger.error("dropping a malformed message from the scheduler: %s", exc)
+                continue
+            if isinstance(message, Assign):
+                for obj in message.objects:
+                    self._objects[obj.object_id] = obj.payload
+                self._queue.extend(message.tasks)
+            elif isinstance(message, Cancel):
+                self._cancel(set(message.task_ids))
+            elif isinstance(message, DeleteObjects):
+                self._delete_objects(message.object_ids)
+            elif isinstance(message, TaskBlocked):
+                if any(message.task_id in p.outstanding for p in self._procs.values()):
+                    self._blocked.add(message.task_id)
+            elif isinstance(message, Shutdown):
+                logger.info("scheduler asked worker %s to stop: %s", self.name, message.reason)
+                self._running = False
+            elif isinstance(message, Rejected):
+                logger.error("scheduler rejected worker %s: %s", self.name, message.reason)
+                self._running = False
+            elif isinstance(message, WorkerWelcome | Heartbeat):
+                pass
+
+    def _cancel(self, task_ids: set[int]) -> None:
+        kept = collections.deque()
+        for spec in self._queue:
+            if spec.task_id in task_ids:
+                self._results.append(TaskResult(spec.task_id, Status.CANCELLED, None, "cancelled", []))
+            else:
+                kept.append(spec)
+        self._queue = kept
+        for proc in list(self._procs.values()):
+            asked = [t for t in proc.outstanding if t in task_ids]
+            if not asked:
+                continue
+            running = next(iter(proc.outstanding))
+            if running in asked:  # it is running: stopping it means stopping its process
+                del proc.outstanding[running]
+                self._results.append(TaskResult(running, Status.CANCELLED, None, "cancelled while running", []))
+                proc.killed = True
+                proc.process.kill()
+                asked.remove(running)
+            if asked and not proc.killed:
+                self._send_to(proc, Cancel(asked))
+
+    def _delete_objects(self, object_ids: list[bytes]) -> None:
+        for object_id in object_ids:
+            self._objects.pop(object_id, None)
+        for proc in self._procs.values():
+            held = [o for o in object_ids if o in proc.objects]
+            if held and proc.ready:
+                proc.objects.difference_update(held)
+                self._send_to(proc, DeleteObjects(held))
+
+    # -- from the processors -------------------------------------------------
+
+    def _receive_from_processors(self) -> None:
+        while True:
+            try:
+                identity, *frames = self._processors_socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            proc = self._procs.get(identity.bytes)
+            if proc is None:
+                continue
+            try:
+                message = decode(frames)
+            except ProtocolError as exc:
+                logger.error("dropping a malformed message from a processor: %s", exc)
+                continue
+            if isinstance(message, Results):
+                walls = []
+                for result in message.results:
+                    if proc.outstanding.pop(result.task_id, None) is not None:
+                        self._results.append(result)
+                        self._blocked.discard(result.task_id)
+                        if result.profile:
+                            walls.append(result.profile[0])
+                if walls:
+                    self._learn_task_time(sum(walls) / len(walls))
+            elif isinstance(message, Output):
+                self._send(message)
+            elif isinstance(message, ProcessorHello):
+                proc.ready = True
+
+    def _learn_task_time(self, seconds: float) -> None:
+        mean = seconds if self._mean_task_seconds is None else 0.7 * self._mean_task_seconds + 0.3 * seconds
+        self._mean_task_seconds = mean
+        self._depth = max(1, min(_MAX_PROCESSOR_DEPTH, math.ceil(_PROCESSOR_QUEUE_SECONDS / max(mean, 1e-6))))
+
+    # -- processors ----------------------------------------------------------
+
+    def _spawn_processor(self) -> None:
+        self._generation += 1
+        identity = b"p%d" % self._generation
+        env = dict(os.environ)
+        env[task_context.SCHEDULER_ENV] = self.address
+        process = spawn(["-m", "scaler_jupyter.worker.processor", f"ipc://{self._ipc_path}", identity.decode()],
+                        env=env)
+        pidfd = os.pidfd_open(process.pid)
+        try:
+            stats = psutil.Process(process.pid)
+        except psutil.Error:
+            stats = None
+        proc = _Processor(identity, process, pidfd, stats)
+        self._procs[identity] = proc
+        self._by_pidfd[pidfd] = proc
+        self._poller.register(pidfd, zmq.POLLIN)
+
+    def _on_processor_exit(self, proc: _Processor) -> None:
+        self._poller.unregister(proc.pidfd)
+        del self._by_pidfd[proc.pidfd]
+        os.close(proc.pidfd)
+        del self._procs[proc.identity]
+        code = proc.process.wait()
+        unstarted = list(proc.outstanding.values())
+        if unstarted and not proc.killed:
+            crashed = unstarted.pop(0)
+            reason = f"signal {-code}" if code < 0 else f"exit code {code}"
+            logger.warning("processor %d died (%s) running task %d", proc.process.pid, reason, crashed.task_id)
+            self._results.append(TaskResult(crashed.task_id, Status.CRASHED, None,
+                                            f"the task killed its processor (pid {proc.process.pid}, {reason})", []))
+        self._queue.extendleft(reversed(unstarted))
+        if self._running and not proc.retiring:
+            self._spawn_processor()
+
+    def _resize_pool(self) -> None:
+        """Run one more processor per running task that waits for its own children, and no more."""
+        active = [p for p in self._procs.values() if not p.retiring]
+        target = self.config.processors + len(self._blocked)
+        if len(active) < target:
+            self._spawn_processor()
+        elif len(active) > target:
+            idle = next((p for p in active if p.ready and not p.outstanding), None)
+            if idle is not None:
+                idle.retiring = True
+                self._send_to(idle, Shutdown("pool shrinks"))
+
+    def _dispatch(self) -> None:
+        if not self._queue:
+            return
+        ready = [p for p in self._procs.values() if p.ready and not p.retiring and len(p.outstanding) < self._depth]
+        for i, proc in enumerate(ready):
+            share = math.ceil(len(self._queue) / (len(ready) - i))
+            count = min(self._depth - len(proc.outstanding), share)
+            if count <= 0:
+                continue
+            tasks = [self._queue.popleft() for _ in range(count)]
+            objects = []
+            for spec in tasks:
+                proc.outstanding[spec.task_id] = spec
+                for object_id in needed_objects(spec):
+                    if object_id not in proc.objects:
+                        proc.objects.add(object_id)
+                        objects.append(ObjectSpec(object_id, self._objects[object_id]))
+            self._send_to(proc, Assign(objects, tasks))
+
+    def _heartbeat(self) -> Heartbeat:
+        cpu, memory = 0.0, 0
+        for stats in [self._stats, *(p.stats for p in self._procs.values() if p.stats is not None)]:
+            try:
+                cpu += stats.cpu_percent(None)
+                memory += stats.memory_info().rss
+            except psutil.Error:
+                pass
+        running = sum(1 for p in self._procs.values() if p.outstanding)
+        queued = len(self._queue) + sum(len(p.outstanding) for p in self._procs.values()) - running
+        return Heartbeat(cpu, memory, queued, running)
+
+    def _shutdown(self) -> None:
+        try:
+            self._send(WorkerBye())
+        except zmq.ZMQError:
+            pass
+        for proc in self._procs.values():
+            proc.process.kill()
+        for proc in self._procs.values():
+            proc.process.wait()
+            os.close(proc.pidfd)
+        self._scheduler.close()
+        self._processors_socket.close()
+        self._context.term()
+        for fd in (self._wakeup_r, self._wakeup_w):
+            os.close(fd)
+        try:
+            os.unlink(self._ipc_path)
+        except FileNotFoundError:
+            pass
+
+
+
+def run_worker(address: str, config: AgentConfig) -> None:
+    """Run one worker in this process until SIGINT or SIGTERM."""
+    agent = WorkerAgent(address, config)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: agent.stop())
+    agent.run()
+    sys.exit(0)

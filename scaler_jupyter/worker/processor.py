@@ -1,0 +1,236 @@
+"""A processor: the process that runs tasks, one at a time, for its agent.
+
+It keeps a local queue of the tasks its agent sent, reads every waiting message
+before it starts the next task (so a cancel arrives in time), and sends results
+back in batches while more tasks wait, one by one when it is about to idle. Functions and
+objects are loaded once and cached by id. Run as
+``python -m scaler_jupyter.worker.processor AGENT_ADDRESS IDENTITY``.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import logging
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+import traceback
+
+import zmq
+
+from scaler_jupyter import task_context
+from scaler_jupyter.errors import ProtocolError, RemoteError
+from scaler_jupyter.processes import exit_with_parent
+from scaler_jupyter.protocol import (
+    Assign,
+    Cancel,
+    DeleteObjects,
+    Output,
+    OutputLine,
+    Payload,
+    ProcessorHello,
+    Results,
+    Shutdown,
+    Status,
+    TaskResult,
+    TaskSpec,
+    decode,
+    encode,
+)
+from scaler_jupyter.protocol import serialization
+
+logger = logging.getLogger(__name__)
+
+_FLUSH_SECONDS = 0.01  # results wait at most this long for a batch while more tasks are queued
+
+
+class _PeakMemory:
+    """Peak resident memory of one task: the kernel's high-water mark, reset before each task (Linux)."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd = os.open("/proc/self/clear_refs", os.O_WRONLY)
+        except OSError:
+            self._fd = None
+
+    def reset(self) -> None:
+        if self._fd is not None:
+            try:
+                os.write(self._fd, b"5")
+            except OSError:
+                self._fd = None
+
+    @staticmethod
+    def peak() -> int:
+        scale = 1 if sys.platform == "darwin" else 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+class _TaskStream(io.TextIOBase):
+    """A stdout/stderr replacement that streams a task's text back to its client, line by line."""
+
+    def __init__(self, processor: Processor, name: str) -> None:
+        self._processor = processor
+        self._name = name
+        self._buffer: list[str] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._buffer.append(text)
+        if "\n" in text or sum(map(len, self._buffer)) > 8192:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._buffer and task_context.current_task_id is not None:
+            text, self._buffer = "".join(self._buffer), []
+            self._processor.send(Output([OutputLine(task_context.current_task_id, self._name, text)]))
+
+
+class Processor:
+    """Runs tasks from its agent; see the module docstring."""
+
+    def __init__(self, agent_address: str, identity: bytes) -> None:
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.IDENTITY, identity)
+        self._socket.setsockopt(zmq.LINGER, 2000)
+        self._socket.setsockopt(zmq.SNDHWM, 0)
+        self._socket.setsockopt(zmq.RCVHWM, 0)
+        self._socket.connect(agent_address)
+        self._send_lock = threading.Lock()  # tasks may print from their own threads
+        self._queue: collections.deque[TaskSpec] = collections.deque()
+        self._payloads: dict[bytes, Payload] = {}
+        self._loaded: dict[bytes, object] = {}
+        self._results: list[TaskResult] = []
+        self._last_flush = time.monotonic()
+        self._peak = _PeakMemory()
+        self._running = True
+
+    def send(self, message) -> None:
+        with self._send_lock:
+            self._socket.send_multipart(encode(message), copy=False)
+
+    def run(self) -> None:
+        self.send(ProcessorHello(os.getpid()))
+        stdout, stderr = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _TaskStream(self, "stdout"), _TaskStream(self, "stderr")
+        try:
+            while self._running:
+                self._receive(block=not self._queue)
+                if self._queue:
+                    self._results.append(self._run(self._queue.popleft()))
+                if self._results and (not self._queue or time.monotonic() - self._last_flush > _FLUSH_SECONDS):
+                    self._flush_results()
+        finally:
+            sys.stdout, sys.stderr = stdout, stderr
+            self._socket.close()
+            self._context.term()
+
+    def _receive(self, block: bool) -> None:
+        flags = 0 if block else zmq.NOBLOCK
+        while True:
+            try:
+                frames = self._socket.recv_multipart(flags, copy=False)
+            except zmq.Again:
+                return
+            flags = zmq.NOBLOCK
+            try:
+                message = decode(frames)
+            except ProtocolError as exc:
+                logger.error("dropping a malformed message from the agent: %s", exc)
+                continue
+            if isinstance(message, Assign):
+                for obj in message.objects:
+                    self._payloads[obj.object_id] = obj.payload
+                self._queue.extend(message.tasks)
+            elif isinstance(message, Cancel):
+                self._cancel(set(message.task_ids))
+            elif isinstance(message, DeleteObjects):
+                for object_id in message.object_ids:
+                    self._payloads.pop(object_id, None)
+                    self._loaded.pop(object_id, None)
+            elif isinstance(message, Shutdown):
+                self._running = False
+                return
+
+    def _cancel(self, task_ids: set[int]) -> None:
+        kept = collections.deque()
+        for spec in self._queue:
+            if spec.task_id in task_ids:
+                self._results.append(TaskResult(spec.task_id, Status.CANCELLED, None, "cancelled", []))
+            else:
+                kept.append(spec)
+        self._queue = kept
+
+    def _flush_results(self) -> None:
+        self.send(Results(self._results))
+        self._results = []
+        self._last_flush = time.monotonic()
+
+    def _object(self, object_id: bytes, serializer=None):
+        try:
+            return self._loaded[object_id]
+        except KeyError:
+            pass
+        value = serialization.loads(self._payloads[object_id], serializer)
+        self._loaded[object_id] = value
+        return value
+
+    def _run(self, spec: TaskSpec) -> TaskResult:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        self._peak.reset()
+        try:
+            serializer = None if spec.serializer_id is None else self._object(spec.serializer_id)
+            function = self._object(spec.function_id, serializer)
+            args, kwargs = serialization.loads_resolving_refs(
+                spec.args, lambda object_id: self._object(object_id, serializer), serializer
+            )
+        except Exception as exc:  # noqa: BLE001 - reported to the client, not raised here
+            message = f"the worker could not load the task: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+            return TaskResult(spec.task_id, Status.SERIALIZATION, None, message, [])
+        task_context.current_task_id = spec.task_id
+        try:
+            value = function(*args, **kwargs)
+            status = Status.OK
+        except BaseException as exc:  # noqa: BLE001 - a task's exception, even SystemExit, goes to its client
+            status, value = Status.ERROR, exc
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            task_context.current_task_id = None
+        profile = [time.perf_counter() - started, time.process_time() - cpu_started, self._peak.peak()]
+        if status == Status.OK:
+            try:
+                return TaskResult(spec.task_id, status, serialization.dumps(value, serializer), "", profile)
+            except Exception as exc:  # noqa: BLE001
+                message = f"the task's result could not be serialized: {type(exc).__name__}: {exc}"
+                return TaskResult(spec.task_id, Status.SERIALIZATION, None, message, profile)
+        return TaskResult(spec.task_id, status, _exception_payload(value), str(value), profile)
+
+
+def _exception_payload(exc: BaseException) -> Payload:
+    """The exception and its traceback (without this module's frame), as itself if it pickles."""
+    remote_traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
+    exc.__traceback__ = None
+    try:
+        return serialization.dumps((exc, remote_traceback))
+    except Exception:  # noqa: BLE001 - fall back to the type's name and text
+        return serialization.dumps((RemoteError(type(exc).__qualname__, str(exc), remote_traceback), remote_traceback))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s processor %(levelname)s %(message)s")
+    exit_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when a processor stops
+    Processor(sys.argv[1], sys.argv[2].encode()).run()
+
+
+if __name__ == "__main__":
+    main()
