@@ -40,6 +40,7 @@ import argparse
 import contextlib
 import functools
 import importlib.metadata
+import logging
 import multiprocessing
 import os
 import platform
@@ -47,6 +48,7 @@ import random
 import signal
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -167,11 +169,29 @@ def run_dask() -> Iterator[Adapter]:
 
 
 @contextlib.contextmanager
+def stdout_of_children_to(path: Path) -> Iterator[None]:
+    """Point file descriptor 1 at ``path`` while child processes are started, so they inherit that."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+@contextlib.contextmanager
 def run_scaler() -> Iterator[Adapter]:
     import scaler
 
-    # logging_paths=() keeps its scheduler and workers from logging every event to our stdout
-    combo = scaler.SchedulerClusterCombo(n_workers=N_WORKERS, logging_paths=(), logging_level="WARNING")
+    # Scaler's worker agents log every event at INFO to /dev/stdout whatever logging_paths says (Worker.run
+    # calls setup_logger() with its defaults): send its processes' stdout to a file instead of our tables.
+    log = Path(tempfile.gettempdir()) / f"benchmark-scaler-{os.getpid()}.log"
+    print(f"scaler's own log: {log}", file=sys.stderr)
+    with stdout_of_children_to(log):
+        combo = scaler.SchedulerClusterCombo(n_workers=N_WORKERS, logging_paths=(str(log),), logging_level="WARNING")
     try:
         with scaler.Client(address=combo.get_address()) as client:
             yield Adapter(
@@ -276,7 +296,14 @@ def bench_pi(adapter: Adapter, sequential_seconds: float) -> dict[str, float]:
     hits = sum(adapter.map_all(pi_chunk, range(PI_TASKS)))
     elapsed = time.perf_counter() - start
     check_pi(hits)
-    return {"seconds": elapsed, "speedup": sequential_seconds / elapsed}
+    speedup = sequential_seconds / elapsed
+    if speedup > N_WORKERS * 1.05:
+        print(
+            f"warning: pi speedup {speedup:.2f}x exceeds {N_WORKERS} workers: the sequential baseline was "
+            "probably slowed by other load on the machine",
+            file=sys.stderr,
+        )
+    return {"seconds": elapsed, "speedup": speedup}
 
 
 def make_large_arguments() -> list[np.ndarray]:
@@ -380,8 +407,10 @@ def end_leftovers(system: str, before: set[int], grace: float = 10.0) -> None:
     _, alive = psutil.wait_procs(started, timeout=grace)
     for process in alive:
         with contextlib.suppress(psutil.Error):
-            print(f"[{system}] process {process.pid} ({' '.join(process.cmdline())[:80]}) outlived its system: "
-                  "ending it", file=sys.stderr)
+            print(
+                f"[{system}] process {process.pid} ({' '.join(process.cmdline())[:80]}) outlived its system: ending it",
+                file=sys.stderr,
+            )
             process.terminate()
     _, alive = psutil.wait_procs(alive, timeout=5)
     for process in alive:
@@ -409,7 +438,7 @@ def run_system(name: str, benchmarks: Sequence[Benchmark], timeout: float) -> di
                 except BenchmarkTimeout as exc:
                     # tasks may still be queued: later figures would be wrong, so stop this system here
                     report_failure(name, bench.title, exc)
-                    for rest in benchmarks[benchmarks.index(bench):]:
+                    for rest in benchmarks[benchmarks.index(bench) :]:
                         outcomes[rest.title] = reason(exc) if rest is bench else "skipped after a timeout"
                     break
                 except Exception as exc:
@@ -443,11 +472,12 @@ def best_peer(bench: Benchmark, metric: Metric, results: dict[str, dict[str, Out
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
 
-    def line(cells: list[str]) -> str:
-        first, *rest = cells
-        return "  ".join([first.ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(rest, widths[1:]))])
+    def line(row: list[str]) -> str:
+        first, *rest = row
+        cells = [first.ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(rest, widths[1:], strict=True))]
+        return "  ".join(cells).rstrip()
 
     print(line(headers))
     print("  ".join("-" * width for width in widths))
@@ -455,48 +485,46 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
         print(line(row))
 
 
+def table_row(system: str, bench: Benchmark, results: dict[str, dict[str, Outcome]]) -> list[str]:
+    """The system's figures, each followed by its ratio to the best peer when the metric has one."""
+    outcome = results[system].get(bench.title, "not run")
+    row = [system]
+    for metric in bench.metrics:
+        with_ratio = metric.higher_is_better is not None
+        if isinstance(outcome, str):
+            row += ["n/a", ""] if with_ratio else ["n/a"]
+            continue
+        value = outcome[metric.key]
+        row.append(metric.fmt.format(value))
+        if with_ratio:
+            row.append(ratio(value, best_peer(bench, metric, results), bool(metric.higher_is_better)))
+    return row
+
+
 def print_report(benchmarks: Sequence[Benchmark], results: dict[str, dict[str, Outcome]], note: str) -> None:
     print()
     print(note)
     for bench in benchmarks:
-        print()
-        print(bench.title)
         headers = ["system"]
         for metric in bench.metrics:
-            headers.append(metric.header)
-            if metric.higher_is_better is not None:
-                headers.append("vs best peer")
-        rows, failures = [], []
+            headers += [metric.header, "vs best peer"] if metric.higher_is_better is not None else [metric.header]
+        print()
+        print(bench.title)
+        print_table(headers, [table_row(system, bench, results) for system in results])
         for system, outcomes in results.items():
-            outcome = outcomes.get(bench.title, "not run")
-            row = [system]
-            for metric in bench.metrics:
-                if isinstance(outcome, str):
-                    row.append("n/a")
-                else:
-                    value = outcome[metric.key]
-                    row.append(metric.fmt.format(value))
-                if metric.higher_is_better is not None:
-                    if isinstance(outcome, str):
-                        row.append("")
-                    else:
-                        best = best_peer(bench, metric, results)
-                        row.append(ratio(outcome[metric.key], best, metric.higher_is_better))
-            rows.append(row)
-            if isinstance(outcome, str):
-                failures.append(f"  n/a {system}: {outcome}")
-        print_table(headers, rows)
-        for failure in failures:
-            print(failure)
+            if isinstance(outcome := outcomes.get(bench.title, "not run"), str):
+                print(f"  n/a {system}: {outcome}")
 
 
-def machine_note(systems: Sequence[str]) -> str:
-    return "\n".join([
-        f"machine: {os.cpu_count()} cores, Python {platform.python_version()} ({platform.python_implementation()}),"
-        f" {N_WORKERS} workers per system",
-        "versions: " + ", ".join(f"{name}={system_version(name)}" for name in systems),
-        "vs best peer: the figure against the best peer (every system but ours); above 1 is better than it",
-    ])
+def machine_note(systems: Sequence[str], load_before: float) -> str:
+    return "\n".join(
+        [
+            f"machine: {os.cpu_count()} cores, Python {platform.python_version()} ({platform.python_implementation()}),"
+            f" {N_WORKERS} workers per system; 1-min load {load_before:.2f} before the run (other load skews figures)",
+            "versions: " + ", ".join(f"{name}={system_version(name)}" for name in systems),
+            "vs best peer: the figure against the best peer (every system but ours); above 1 is better than it",
+        ]
+    )
 
 
 # --- command line --------------------------------------------------------------------------------------------
@@ -513,18 +541,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--timeout", type=float, default=180.0, help="seconds allowed for a system's start and for each benchmark"
     )
     args = parser.parse_args(argv)
-    args.systems = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = [name for name in args.systems if name not in SYSTEMS]
-    if unknown or not args.systems:
+    chosen = {name.strip() for name in args.only.split(",") if name.strip()}
+    unknown = sorted(chosen - set(SYSTEMS))
+    if unknown or not chosen:
         parser.error(f"unknown system(s) {unknown}; choose from {','.join(SYSTEMS)}")
+    args.systems = [name for name in SYSTEMS if name in chosen]  # always in the same order
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # Warnings and errors of every library on stderr, never their INFO chatter: without a root handler,
+    # Scaler's client calls logging.info() at module level, which installs one that prints Dask's INFO records.
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    logging.basicConfig(handlers=[handler])
+    load_before = os.getloadavg()[0]
     benchmarks = make_benchmarks(full=args.full, skip_large=args.skip_large)
     results = {name: run_system(name, benchmarks, args.timeout) for name in args.systems}
-    print_report(benchmarks, results, machine_note(args.systems))
+    print_report(benchmarks, results, machine_note(args.systems, load_before))
     return 0
 
 

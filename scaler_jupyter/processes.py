@@ -34,7 +34,7 @@ def spawn(args: list[str], env: dict[str, str] | None = None, pass_fds: tuple = 
     child_env = dict(os.environ if env is None else env)
     child_env[PARENT_PID_ENV] = str(os.getpid())
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
-    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+    return subprocess.Popen(
         [sys.executable, *args], env=child_env, pass_fds=pass_fds, preexec_fn=preexec, **popen
     )
 

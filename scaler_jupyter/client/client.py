@@ -42,8 +42,8 @@ from scaler_jupyter.protocol import (
     Submit,
     TaskResult,
     TaskSpec,
+    serialization,
 )
-from scaler_jupyter.protocol import serialization
 from scaler_jupyter.protocol.serialization import ObjectRef, Serializer
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,76 @@ class _RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return f'\n"""\n{self.text}"""'
+
+
+_MISSING = object()
+
+
+class _OrderedResults:
+    """The results of one ``map`` call, kept in order without a Future per call.
+
+    The I/O thread fills slots as results arrive; the consumer waits for the next
+    slot only. A ``map`` of 100,000 calls thus costs one Condition, not 100,000.
+    """
+
+    def __init__(self, cancel: Callable[[list[int]], None]) -> None:
+        self._task_ids: list[int] = []
+        self._outcomes: list = []
+        self._condition = threading.Condition()
+        self._filled = 0
+        self._cancel = cancel
+        self._closed = False
+        self._awaited = -1  # the slot the consumer sleeps on: only its filling wakes it
+
+    def add(self, task_id: int) -> int:
+        self._task_ids.append(task_id)
+        self._outcomes.append(_MISSING)
+        return len(self._task_ids) - 1
+
+    def set(self, index: int, ok: bool | None, outcome) -> None:
+        with self._condition:
+            self._outcomes[index] = (ok, outcome)
+            self._filled += 1
+            if index == self._awaited or self._filled == len(self._outcomes):
+                self._condition.notify_all()
+
+    def wait(self) -> None:
+        with self._condition:
+            self._condition.wait_for(lambda: self._filled == len(self._outcomes) or self._closed)
+
+    def close(self, start: int = 0) -> None:
+        """Cancel the calls from ``start`` on whose results have not arrived."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+            unfinished = [t for t, o in zip(self._task_ids[start:], self._outcomes[start:]) if o is _MISSING]
+        if unfinished:
+            self._cancel(unfinished)
+
+    def iterate(self, deadline: float | None, flatten: bool) -> Iterator:
+        index = 0
+        try:
+            for index in range(len(self._outcomes)):
+                with self._condition:
+                    if self._outcomes[index] is _MISSING:
+                        self._awaited = index
+                        remaining = None if deadline is None else deadline - time.monotonic()
+                        if not self._condition.wait_for(lambda i=index: self._outcomes[i] is not _MISSING,
+                                                        remaining):
+                            raise concurrent.futures.TimeoutError()
+                    ok, outcome = self._outcomes[index]
+                    self._outcomes[index] = None  # let the value go once yielded
+                if ok is None:
+                    raise concurrent.futures.CancelledError()
+                if not ok:
+                    raise outcome
+                if flatten:
+                    yield from outcome
+                else:
+                    yield outcome
+            index += 1
+        finally:
+            self.close(index)
 
 
 def _run_chunk(function: Callable, chunk: list[tuple]) -> list:
@@ -134,7 +204,10 @@ class Client(concurrent.futures.Executor):
         self._check_open()
         objects: list[ObjectSpec] = []
         function_id = self._function_id(fn, objects)
-        future, spec = self._task(fn, function_id, args, kwargs or {}, sorted(tags or ()), priority)
+        spec = self._spec(fn, function_id, args, kwargs or {}, sorted(tags or ()), priority)
+        future = Future(spec.task_id, self._cancel)
+        with self._futures_lock:
+            self._futures[spec.task_id] = future
         self._connection.send(Submit(objects, [spec]))
         return future
 
@@ -154,35 +227,24 @@ class Client(concurrent.futures.Executor):
             calls = ((fn, chunk) for chunk in _chunks(calls, chunksize))
             task_fn = _run_chunk
         function_id = self._function_id(task_fn, objects)
-        futures: list[Future] = []
+        results = _OrderedResults(self._cancel_many)
         specs: list[TaskSpec] = []
         try:
             for args in calls:
-                future, spec = self._task(task_fn, function_id, args, {}, [], 0)
-                futures.append(future)
+                spec = self._spec(task_fn, function_id, args, {}, [], 0)
+                with self._futures_lock:
+                    self._futures[spec.task_id] = (results, results.add(spec.task_id))
                 specs.append(spec)
                 if len(specs) == _BATCH:
                     self._connection.send(Submit(objects, specs))
                     objects, specs = [], []
+        except BaseException:
+            results.close()
+            raise
         finally:
             if specs or objects:
                 self._connection.send(Submit(objects, specs))
-        return self._results_in_order(futures, deadline, flatten=chunksize > 1)
-
-    def _results_in_order(self, futures: list[Future], deadline: float | None, flatten: bool) -> Iterator:
-        futures.reverse()
-        try:
-            while futures:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                value = futures[-1].result(remaining)
-                futures.pop()
-                if flatten:
-                    yield from value
-                else:
-                    yield value
-        finally:
-            for future in futures:
-                future.cancel()
+        return results.iterate(deadline, flatten=chunksize > 1)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the client (and its private cluster); pending tasks finish first unless cancelled."""
@@ -190,11 +252,17 @@ class Client(concurrent.futures.Executor):
             return
         with self._futures_lock:
             pending = list(self._futures.values())
+        futures = [entry for entry in pending if type(entry) is not tuple]
+        maps = {entry[0] for entry in pending if type(entry) is tuple}
         if cancel_futures:
-            for future in pending:
+            for future in futures:
                 future.cancel()
+            for results in maps:
+                results.close()
         elif wait:
-            concurrent.futures.wait(pending)
+            concurrent.futures.wait(futures)
+            for results in maps:
+                results.wait()
         self._closed = True
         self._close_connection()
 
@@ -281,25 +349,24 @@ class Client(concurrent.futures.Executor):
             objects.append(ObjectSpec(object_id, payload))
         return object_id
 
-    def _task(self, fn: Callable, function_id: bytes, args: tuple, kwargs: dict, tags: list[str],
-              priority: int) -> tuple[Future, TaskSpec]:
+    def _spec(self, fn: Callable, function_id: bytes, args: tuple, kwargs: dict, tags: list[str],
+              priority: int) -> TaskSpec:
         try:
             payload, refs = serialization.dumps_collecting_refs((args, kwargs), self.serializer)
         except Exception as exc:
             raise SerializationError(_which_argument_fails(fn, args, kwargs, self.serializer, exc)) from exc
-        task_id = next(self._task_ids)
-        future = Future(task_id, self._cancel)
-        with self._futures_lock:
-            self._futures[task_id] = future
-        spec = TaskSpec(task_id, function_id, payload, refs, self._serializer_id, tags, priority,
+        return TaskSpec(next(self._task_ids), function_id, payload, refs, self._serializer_id, tags, priority,
                         task_context.current_task_id)
-        return future, spec
 
     def _cancel(self, task_id: int) -> None:
+        self._cancel_many([task_id])
+
+    def _cancel_many(self, task_ids: list[int]) -> None:
         with self._futures_lock:
-            self._futures.pop(task_id, None)
+            for task_id in task_ids:
+                self._futures.pop(task_id, None)
         if not self._closed:
-            self._connection.send(Cancel([task_id]))
+            self._connection.send(Cancel(task_ids))
 
     # -- in the I/O thread ---------------------------------------------------
 
@@ -326,25 +393,33 @@ class Client(concurrent.futures.Executor):
 
     def _on_result(self, result: TaskResult) -> None:
         with self._futures_lock:
-            future = self._futures.pop(result.task_id, None)
-        if future is None:
+            entry = self._futures.pop(result.task_id, None)
+        if entry is None:
+            return
+        if result.status == Status.OK:
+            try:
+                outcome, ok = serialization.loads(result.payload, self.serializer), True
+            except Exception as exc:
+                outcome, ok = SerializationError(f"the result of task {result.task_id} could not be deserialized "
+                                                 f"here: {type(exc).__name__}: {exc}"), False
+        elif result.status == Status.CANCELLED:
+            outcome, ok = None, None
+        else:
+            outcome, ok = self._exception(result), False
+        if type(entry) is tuple:
+            results, index = entry
+            results.set(index, ok, outcome)
             return
         if result.profile:
             wall, cpu, memory = result.profile
-            future.profile = {"wall_time": wall, "cpu_time": cpu, "peak_memory": memory}
+            entry.profile = {"wall_time": wall, "cpu_time": cpu, "peak_memory": memory}
         try:
-            if result.status == Status.OK:
-                try:
-                    value = serialization.loads(result.payload, self.serializer)
-                except Exception as exc:
-                    future.set_exception(SerializationError(f"the result of task {result.task_id} could not be "
-                                                            f"deserialized here: {type(exc).__name__}: {exc}"))
-                else:
-                    future.set_result(value)
-            elif result.status == Status.CANCELLED:
-                future.cancel()
+            if ok:
+                entry.set_result(outcome)
+            elif ok is None:
+                entry.cancel()
             else:
-                future.set_exception(self._exception(result))
+                entry.set_exception(outcome)
         except concurrent.futures.InvalidStateError:  # cancelled meanwhile by the user
             pass
 
@@ -367,10 +442,13 @@ class Client(concurrent.futures.Executor):
 
     def _on_lost(self, reason: str) -> None:
         with self._futures_lock:
-            futures, self._futures = self._futures, {}
-        for future in futures.values():
+            entries, self._futures = self._futures, {}
+        for entry in entries.values():
+            if type(entry) is tuple:
+                entry[0].set(entry[1], False, ConnectionLostError(reason))
+                continue
             try:
-                future.set_exception(ConnectionLostError(reason))
+                entry.set_exception(ConnectionLostError(reason))
             except concurrent.futures.InvalidStateError:
                 pass
         if not self._welcome.done():
@@ -391,6 +469,6 @@ def _which_argument_fails(fn: Callable, args: tuple, kwargs: dict, serializer, e
     for label, value in named:
         try:
             serialization.dumps(value, serializer)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return f"{label} of {name}() ({type(value).__name__}) cannot be serialized: {type(exc).__name__}: {exc}"
     return f"the arguments of {name}() cannot be serialized: {type(error).__name__}: {error}"

@@ -14,12 +14,13 @@ import os
 import secrets
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import zmq
 
 from scaler_jupyter.errors import ProtocolError
-from scaler_jupyter.protocol import Heartbeat, Submit, decode, encode
+from scaler_jupyter.protocol import Heartbeat, Submit, decode
+from scaler_jupyter.protocol.transport import receive, send
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class Connection:
                         outgoing, self._outgoing = self._outgoing, collections.deque()
                         closing = self._closing
                     for message in _coalesce(outgoing):
-                        self._socket.send_multipart(encode(message), copy=False)
+                        send(self._socket, message)
                     if closing:
                         return
                 if self._socket in events:
@@ -96,7 +97,7 @@ class Connection:
                     self._receive()
                 now = time.monotonic()
                 if now >= next_heartbeat:
-                    self._socket.send_multipart(encode(Heartbeat(0.0, 0, 0, 0)))
+                    send(self._socket, Heartbeat(0.0, 0, 0, 0))
                     next_heartbeat = now + self._heartbeat_interval
                     if not lost and now - last_heard > self._silence_timeout:
                         lost = True
@@ -111,11 +112,8 @@ class Connection:
             os.close(self._wakeup_w)
 
     def _receive(self) -> None:
-        while True:
-            try:
-                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
+        while (item := receive(self._socket)) is not None:
+            _, frames = item
             try:
                 message = decode(frames)
             except ProtocolError as exc:

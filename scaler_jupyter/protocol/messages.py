@@ -48,7 +48,6 @@ class Kind(enum.IntEnum):
     ASSIGN = 16
     TASK_BLOCKED = 17
     SHUTDOWN = 18
-    PROCESSOR_HELLO = 19
     REJECTED = 20
 
 
@@ -281,12 +280,6 @@ class Shutdown:
     reason: str
 
 
-@_message(Kind.PROCESSOR_HELLO)
-class ProcessorHello:
-    KIND: ClassVar[Kind]
-    pid: int
-
-
 @_message(Kind.REJECTED)
 class Rejected:
     """The scheduler refused a message; sent back so a peer is not left waiting."""
@@ -377,7 +370,7 @@ def _generate(cls) -> tuple:
         + "".join(checks)
         + f"    return cls({', '.join(f'v_{n}' for n in names)})\n"
     )
-    exec(source, env)  # noqa: S102 - generated from our own annotations, not from input
+    exec(source, env)
     return env["to_wire"], env["from_wire"]
 
 

@@ -11,7 +11,8 @@ import time
 import zmq
 
 from scaler_jupyter.errors import ProtocolError
-from scaler_jupyter.protocol import decode, encode
+from scaler_jupyter.protocol import decode
+from scaler_jupyter.protocol.transport import receive, send
 from scaler_jupyter.scheduler.state import SchedulerConfig, SchedulerState
 
 logger = logging.getLogger(__name__)
@@ -58,18 +59,15 @@ class SchedulerServer:
                 now = time.monotonic()
                 if router in events:
                     for _ in range(_DRAIN):
-                        try:
-                            identity, *frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
+                        item = receive(router, routed=True)
+                        if item is None:
                             break
-                        except ValueError:  # a frame-less message
-                            continue
-                        self._apply(identity.bytes, frames, now)
+                        self._apply(*item, now)
                 if now >= next_tick:
                     state.on_tick(now)
                     next_tick = now + _TICK
                 for identity, message in state.flush():
-                    router.send_multipart([identity, *encode(message)], copy=False)
+                    send(router, message, identity)
         finally:
             router.close()
             self._context.term()

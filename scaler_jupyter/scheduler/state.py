@@ -81,6 +81,7 @@ class SchedulerConfig:
     heartbeat_interval: float = 1.0
     queue_seconds: float = 0.05  # how much work, by measured task time, a worker may hold per processor
     max_depth: int = 256  # most tasks per processor in a worker's queue
+    queue_bytes: int = 32 * 1024 * 1024  # most argument bytes queued per processor: big arguments spread out
 
 
 @dataclasses.dataclass(slots=True)
@@ -88,6 +89,7 @@ class Task:
     spec: TaskSpec
     client: bytes
     tags: frozenset
+    nbytes: int
     state: TaskState = TaskState.PENDING
     worker: bytes | None = None
     crashes: int = 0
@@ -118,6 +120,7 @@ class WorkerInfo:
     tags: frozenset
     last_seen: float
     queue: dict[int, Task] = dataclasses.field(default_factory=dict)
+    queued_bytes: int = 0
     objects: set[bytes] = dataclasses.field(default_factory=set)
     blocked: set[int] = dataclasses.field(default_factory=set)  # running parents waiting on children
     mean_task_seconds: float | None = None
@@ -234,7 +237,7 @@ class SchedulerState:
                                              "or add workers before submitting more", []))
                 continue
             room -= 1
-            task = Task(spec, peer, frozenset(spec.tags) if spec.tags else _NO_TAGS)
+            task = Task(spec, peer, frozenset(spec.tags) if spec.tags else _NO_TAGS, spec.args.nbytes)
             self.tasks[spec.task_id] = task
             client.tasks.add(spec.task_id)
             self.pending.push(spec.task_id, task.tags, spec.priority, spec.parent_id is not None)
@@ -297,6 +300,7 @@ class SchedulerState:
             else:
                 worker = self.workers[task.worker]
                 del worker.queue[task_id]
+                worker.queued_bytes -= task.nbytes
                 by_worker.setdefault(task.worker, []).append(task_id)
         for identity, task_ids in by_worker.items():
             self._outbox.append((identity, Cancel(task_ids)))
@@ -341,6 +345,7 @@ class SchedulerState:
             task = worker.queue.pop(result.task_id, None)
             if task is None:  # cancelled, or taken back from this worker
                 continue
+            worker.queued_bytes -= task.nbytes
             worker.blocked.discard(result.task_id)
             if result.profile:
                 walls.append(result.profile[0])
@@ -402,7 +407,7 @@ class SchedulerState:
     def _schedule(self) -> None:
         """Give waiting tasks to workers with room, least loaded first, an even share each."""
         while self.pending:
-            candidates = [w for w in self.workers.items() if len(w[1].queue) < w[1].capacity]
+            candidates = [w for w in self.workers.items() if self._has_room(w[1])]
             if not candidates:
                 return
             candidates.sort(key=lambda item: len(item[1].queue) / item[1].capacity)
@@ -410,18 +415,30 @@ class SchedulerState:
             moved = 0
             for identity, worker in candidates:
                 for _ in range(min(share, worker.capacity - len(worker.queue))):
+                    if not self._has_room(worker):
+                        break
                     task_id = self.pending.pop_for(worker.tags)
                     if task_id is None:
                         break
                     task = self.tasks[task_id]
                     task.state, task.worker = TaskState.ASSIGNED, identity
                     worker.queue[task_id] = task
+                    worker.queued_bytes += task.nbytes
                     self._assigned.setdefault(identity, []).append(task.spec)
                     moved += 1
             if not moved:
                 return
 
+    def _has_room(self, worker: WorkerInfo) -> bool:
+        """Room by count, learned from task times; and by bytes, so large arguments spread out.
+        A worker always gets one task per processor, however large."""
+        queued = len(worker.queue)
+        if queued >= worker.capacity:
+            return False
+        return queued < worker.processors or worker.queued_bytes < self.config.queue_bytes * worker.processors
+
     def _requeue(self, task: Task) -> None:
+        """Back to pending; the caller has taken it out of its worker's queue."""
         task.state, task.worker = TaskState.PENDING, None
         self.pending.push(task.spec.task_id, task.tags, task.spec.priority, task.spec.parent_id is not None)
 

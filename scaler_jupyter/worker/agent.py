@@ -16,12 +16,10 @@ import dataclasses
 import logging
 import math
 import os
-import secrets
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import psutil
@@ -39,7 +37,6 @@ from scaler_jupyter.protocol import (
     ObjectSpec,
     Output,
     Payload,
-    ProcessorHello,
     Rejected,
     Results,
     Shutdown,
@@ -53,21 +50,25 @@ from scaler_jupyter.protocol import (
     decode,
     encode,
     needed_objects,
+    transport,
 )
+from scaler_jupyter.worker.channel import Channel, ChannelClosed
 
 logger = logging.getLogger(__name__)
 
 _PROCESSOR_QUEUE_SECONDS = 0.005  # work, by measured task time, handed to a processor ahead of time
 _MAX_PROCESSOR_DEPTH = 128
+_MAX_START_FAILURES = 3  # processors in a row that die before answering: the worker cannot run tasks
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(slots=True, eq=False)
 class _Processor:
-    identity: bytes
     process: subprocess.Popen
+    channel: Channel
     pidfd: int
     stats: psutil.Process | None
-    ready: bool = False
+    started: float
+    answered: bool = False  # it has sent results, so it started fine
     retiring: bool = False
     killed: bool = False  # killed on purpose (a cancel), so its death is no crash
     outstanding: dict[int, TaskSpec] = dataclasses.field(default_factory=dict)  # in the order it runs them
@@ -94,15 +95,14 @@ class WorkerAgent:
         self.name = self.config.name or f"{socket.gethostname()}-{os.getpid()}"
         self._context = zmq.Context()
         self._scheduler = self._context.socket(zmq.DEALER)
-        self._ipc_path = os.path.join(tempfile.gettempdir(), f"scaler-jupyter-{os.getpid()}-{secrets.token_hex(4)}")
-        self._processors_socket = self._context.socket(zmq.ROUTER)
         self._poller = zmq.Poller()
-        self._procs: dict[bytes, _Processor] = {}
-        self._by_pidfd: dict[int, _Processor] = {}
-        self._generation = 0
+        self._procs: list[_Processor] = []
+        self._by_fd: dict[int, _Processor] = {}  # pidfd and channel fds
+        self._writing: set[int] = set()  # channel fds registered for POLLOUT
         self._queue: collections.deque[TaskSpec] = collections.deque()
         self._objects: dict[bytes, Payload] = {}
         self._blocked: set[int] = set()
+        self._start_failures = 0
         self._results: list[TaskResult] = []
         self._mean_task_seconds: float | None = None
         self._depth = 2
@@ -114,14 +114,10 @@ class WorkerAgent:
 
     def run(self) -> None:
         """Serve until stopped by :meth:`stop`, a signal, or a silent scheduler."""
-        for sock in (self._scheduler, self._processors_socket):
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 0)
-            sock.setsockopt(zmq.RCVHWM, 0)
+        for option, value in ((zmq.LINGER, 0), (zmq.SNDHWM, 0), (zmq.RCVHWM, 0)):
+            self._scheduler.setsockopt(option, value)
         self._scheduler.connect(self.address)
-        self._processors_socket.bind(f"ipc://{self._ipc_path}")
         self._poller.register(self._scheduler, zmq.POLLIN)
-        self._poller.register(self._processors_socket, zmq.POLLIN)
         self._poller.register(self._wakeup_r, zmq.POLLIN)
         for _ in range(self.config.processors):
             self._spawn_processor()
@@ -135,12 +131,17 @@ class WorkerAgent:
                 if self._scheduler in events:
                     self._receive_from_scheduler()
                     last_heard = time.monotonic()
-                if self._processors_socket in events:
-                    self._receive_from_processors()
-                for fd in events:
-                    if fd in self._by_pidfd:
-                        self._receive_from_processors()  # what it sent before dying comes first
-                        self._on_processor_exit(self._by_pidfd[fd])
+                for fd, event in events.items():
+                    proc = self._by_fd.get(fd)
+                    if proc is None:
+                        continue
+                    if fd == proc.pidfd:
+                        self._receive_from(proc)  # what it sent before dying comes first
+                        self._on_processor_exit(proc)
+                    elif event & zmq.POLLOUT:
+                        self._flush_to(proc)
+                    else:
+                        self._receive_from(proc)
                 if self._wakeup_r in events:
                     os.read(self._wakeup_r, 64)
                 self._resize_pool()
@@ -164,19 +165,39 @@ class WorkerAgent:
         os.write(self._wakeup_w, b"x")
 
     def _send(self, message) -> None:
-        self._scheduler.send_multipart(encode(message), copy=False)
+        transport.send(self._scheduler, message)
 
     def _send_to(self, proc: _Processor, message) -> None:
-        self._processors_socket.send_multipart([proc.identity, *encode(message)], copy=False)
+        try:
+            proc.channel.send(encode(message))
+        except ChannelClosed:
+            return  # its exit is handled when its pidfd fires
+        self._watch_writable(proc)
+
+    def _flush_to(self, proc: _Processor) -> None:
+        try:
+            proc.channel.flush()
+        except ChannelClosed:
+            pass
+        self._watch_writable(proc)
+
+    def _watch_writable(self, proc: _Processor) -> None:
+        """Poll a processor's pipe for room only while output waits for it."""
+        fd = proc.channel.write_fd
+        if proc.channel.wants_write and fd not in self._writing:
+            self._writing.add(fd)
+            self._by_fd[fd] = proc
+            self._poller.register(fd, zmq.POLLOUT)
+        elif not proc.channel.wants_write and fd in self._writing:
+            self._writing.discard(fd)
+            del self._by_fd[fd]
+            self._poller.unregister(fd)
 
     # -- from the scheduler --------------------------------------------------
 
     def _receive_from_scheduler(self) -> None:
-        while True:
-            try:
-                frames = self._scheduler.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
+        while (item := transport.receive(self._scheduler)) is not None:
+            _, frames = item
             try:
                 message = decode(frames)
             except ProtocolError as exc:
@@ -191,7 +212,7 @@ class WorkerAgent:
             elif isinstance(message, DeleteObjects):
                 self._delete_objects(message.object_ids)
             elif isinstance(message, TaskBlocked):
-                if any(message.task_id in p.outstanding for p in self._procs.values()):
+                if any(message.task_id in p.outstanding for p in self._procs):
                     self._blocked.add(message.task_id)
             elif isinstance(message, Shutdown):
                 logger.info("scheduler asked worker %s to stop: %s", self.name, message.reason)
@@ -210,7 +231,7 @@ class WorkerAgent:
             else:
                 kept.append(spec)
         self._queue = kept
-        for proc in list(self._procs.values()):
+        for proc in list(self._procs):
             asked = [t for t in proc.outstanding if t in task_ids]
             if not asked:
                 continue
@@ -227,29 +248,31 @@ class WorkerAgent:
     def _delete_objects(self, object_ids: list[bytes]) -> None:
         for object_id in object_ids:
             self._objects.pop(object_id, None)
-        for proc in self._procs.values():
+        for proc in self._procs:
             held = [o for o in object_ids if o in proc.objects]
-            if held and proc.ready:
+            if held:
                 proc.objects.difference_update(held)
                 self._send_to(proc, DeleteObjects(held))
 
     # -- from the processors -------------------------------------------------
 
-    def _receive_from_processors(self) -> None:
-        while True:
-            try:
-                identity, *frames = self._processors_socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            proc = self._procs.get(identity.bytes)
-            if proc is None:
-                continue
+    def _receive_from(self, proc: _Processor) -> None:
+        try:
+            messages = proc.channel.receive()
+        except ChannelClosed:
+            messages = []
+            if proc.channel.read_fd in self._by_fd:  # its exit is handled when its pidfd fires
+                self._poller.unregister(proc.channel.read_fd)
+                del self._by_fd[proc.channel.read_fd]
+        for frames in messages:
             try:
                 message = decode(frames)
             except ProtocolError as exc:
                 logger.error("dropping a malformed message from a processor: %s", exc)
                 continue
             if isinstance(message, Results):
+                proc.answered = True
+                self._start_failures = 0
                 walls = []
                 for result in message.results:
                     if proc.outstanding.pop(result.task_id, None) is not None:
@@ -261,8 +284,6 @@ class WorkerAgent:
                     self._learn_task_time(sum(walls) / len(walls))
             elif isinstance(message, Output):
                 self._send(message)
-            elif isinstance(message, ProcessorHello):
-                proc.ready = True
 
     def _learn_task_time(self, seconds: float) -> None:
         mean = seconds if self._mean_task_seconds is None else 0.7 * self._mean_task_seconds + 0.3 * seconds
@@ -272,27 +293,40 @@ class WorkerAgent:
     # -- processors ----------------------------------------------------------
 
     def _spawn_processor(self) -> None:
-        self._generation += 1
-        identity = b"p%d" % self._generation
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
         env = dict(os.environ)
         env[task_context.SCHEDULER_ENV] = self.address
-        process = spawn(["-m", "scaler_jupyter.worker.processor", f"ipc://{self._ipc_path}", identity.decode()],
-                        env=env)
-        pidfd = os.pidfd_open(process.pid)
+        try:
+            process = spawn(["-m", "scaler_jupyter.worker.processor", str(to_child_r), str(from_child_w)],
+                            env=env, pass_fds=(to_child_r, from_child_w))
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
         try:
             stats = psutil.Process(process.pid)
         except psutil.Error:
             stats = None
-        proc = _Processor(identity, process, pidfd, stats)
-        self._procs[identity] = proc
-        self._by_pidfd[pidfd] = proc
-        self._poller.register(pidfd, zmq.POLLIN)
+        proc = _Processor(process, Channel(from_child_r, to_child_w), os.pidfd_open(process.pid), stats,
+                          time.monotonic())
+        self._procs.append(proc)
+        for fd in (proc.pidfd, proc.channel.read_fd):
+            self._by_fd[fd] = proc
+            self._poller.register(fd, zmq.POLLIN)
 
     def _on_processor_exit(self, proc: _Processor) -> None:
-        self._poller.unregister(proc.pidfd)
-        del self._by_pidfd[proc.pidfd]
+        if proc not in self._procs:
+            return
+        self._procs.remove(proc)
+        for fd in (proc.pidfd, proc.channel.read_fd):
+            if self._by_fd.pop(fd, None) is not None:
+                self._poller.unregister(fd)
+        if proc.channel.write_fd in self._writing:
+            self._writing.discard(proc.channel.write_fd)
+            del self._by_fd[proc.channel.write_fd]
+            self._poller.unregister(proc.channel.write_fd)
         os.close(proc.pidfd)
-        del self._procs[proc.identity]
+        proc.channel.close()
         code = proc.process.wait()
         unstarted = list(proc.outstanding.values())
         if unstarted and not proc.killed:
@@ -302,17 +336,23 @@ class WorkerAgent:
             self._results.append(TaskResult(crashed.task_id, Status.CRASHED, None,
                                             f"the task killed its processor (pid {proc.process.pid}, {reason})", []))
         self._queue.extendleft(reversed(unstarted))
+        if not proc.answered and not proc.killed and code != 0:
+            self._start_failures += 1
+            if self._start_failures >= _MAX_START_FAILURES:
+                logger.error("%d processors in a row died before running a task (last: exit code %s); "
+                             "worker %s stops: see the processors' errors above", self._start_failures, code, self.name)
+                self._running = False
         if self._running and not proc.retiring:
             self._spawn_processor()
 
     def _resize_pool(self) -> None:
         """Run one more processor per running task that waits for its own children, and no more."""
-        active = [p for p in self._procs.values() if not p.retiring]
+        active = [p for p in self._procs if not p.retiring]
         target = self.config.processors + len(self._blocked)
         if len(active) < target:
             self._spawn_processor()
         elif len(active) > target:
-            idle = next((p for p in active if p.ready and not p.outstanding), None)
+            idle = next((p for p in active if not p.outstanding), None)
             if idle is not None:
                 idle.retiring = True
                 self._send_to(idle, Shutdown("pool shrinks"))
@@ -320,7 +360,7 @@ class WorkerAgent:
     def _dispatch(self) -> None:
         if not self._queue:
             return
-        ready = [p for p in self._procs.values() if p.ready and not p.retiring and len(p.outstanding) < self._depth]
+        ready = [p for p in self._procs if not p.retiring and len(p.outstanding) < self._depth]
         for i, proc in enumerate(ready):
             share = math.ceil(len(self._queue) / (len(ready) - i))
             count = min(self._depth - len(proc.outstanding), share)
@@ -338,14 +378,14 @@ class WorkerAgent:
 
     def _heartbeat(self) -> Heartbeat:
         cpu, memory = 0.0, 0
-        for stats in [self._stats, *(p.stats for p in self._procs.values() if p.stats is not None)]:
+        for stats in [self._stats, *(p.stats for p in self._procs if p.stats is not None)]:
             try:
                 cpu += stats.cpu_percent(None)
                 memory += stats.memory_info().rss
             except psutil.Error:
                 pass
-        running = sum(1 for p in self._procs.values() if p.outstanding)
-        queued = len(self._queue) + sum(len(p.outstanding) for p in self._procs.values()) - running
+        running = sum(1 for p in self._procs if p.outstanding)
+        queued = len(self._queue) + sum(len(p.outstanding) for p in self._procs) - running
         return Heartbeat(cpu, memory, queued, running)
 
     def _shutdown(self) -> None:
@@ -353,21 +393,16 @@ class WorkerAgent:
             self._send(WorkerBye())
         except zmq.ZMQError:
             pass
-        for proc in self._procs.values():
+        for proc in self._procs:
             proc.process.kill()
-        for proc in self._procs.values():
+        for proc in self._procs:
             proc.process.wait()
             os.close(proc.pidfd)
+            proc.channel.close()
         self._scheduler.close()
-        self._processors_socket.close()
         self._context.term()
         for fd in (self._wakeup_r, self._wakeup_w):
             os.close(fd)
-        try:
-            os.unlink(self._ipc_path)
-        except FileNotFoundError:
-            pass
-
 
 
 def run_worker(address: str, config: AgentConfig) -> None:

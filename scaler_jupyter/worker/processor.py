@@ -4,7 +4,7 @@ It keeps a local queue of the tasks its agent sent, reads every waiting message
 before it starts the next task (so a cancel arrives in time), and sends results
 back in batches while more tasks wait, one by one when it is about to idle. Functions and
 objects are loaded once and cached by id. Run as
-``python -m scaler_jupyter.worker.processor AGENT_ADDRESS IDENTITY``.
+``python -m scaler_jupyter.worker.processor READ_FD WRITE_FD`` (the agent's pipes).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import threading
 import time
 import traceback
 
-import zmq
-
 from scaler_jupyter import task_context
 from scaler_jupyter.errors import ProtocolError, RemoteError
 from scaler_jupyter.processes import exit_with_parent
@@ -32,7 +30,6 @@ from scaler_jupyter.protocol import (
     Output,
     OutputLine,
     Payload,
-    ProcessorHello,
     Results,
     Shutdown,
     Status,
@@ -40,8 +37,9 @@ from scaler_jupyter.protocol import (
     TaskSpec,
     decode,
     encode,
+    serialization,
 )
-from scaler_jupyter.protocol import serialization
+from scaler_jupyter.worker.channel import Channel, ChannelClosed
 
 logger = logging.getLogger(__name__)
 
@@ -96,14 +94,8 @@ class _TaskStream(io.TextIOBase):
 class Processor:
     """Runs tasks from its agent; see the module docstring."""
 
-    def __init__(self, agent_address: str, identity: bytes) -> None:
-        self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.IDENTITY, identity)
-        self._socket.setsockopt(zmq.LINGER, 2000)
-        self._socket.setsockopt(zmq.SNDHWM, 0)
-        self._socket.setsockopt(zmq.RCVHWM, 0)
-        self._socket.connect(agent_address)
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
         self._send_lock = threading.Lock()  # tasks may print from their own threads
         self._queue: collections.deque[TaskSpec] = collections.deque()
         self._payloads: dict[bytes, Payload] = {}
@@ -115,10 +107,10 @@ class Processor:
 
     def send(self, message) -> None:
         with self._send_lock:
-            self._socket.send_multipart(encode(message), copy=False)
+            self._channel.send(encode(message), block=True)
 
     def run(self) -> None:
-        self.send(ProcessorHello(os.getpid()))
+        """Run tasks until the agent says stop or goes away."""
         stdout, stderr = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _TaskStream(self, "stdout"), _TaskStream(self, "stderr")
         try:
@@ -128,19 +120,16 @@ class Processor:
                     self._results.append(self._run(self._queue.popleft()))
                 if self._results and (not self._queue or time.monotonic() - self._last_flush > _FLUSH_SECONDS):
                     self._flush_results()
+        except ChannelClosed:
+            pass  # the agent is gone; so are we
         finally:
             sys.stdout, sys.stderr = stdout, stderr
-            self._socket.close()
-            self._context.term()
+            self._channel.close()
 
     def _receive(self, block: bool) -> None:
-        flags = 0 if block else zmq.NOBLOCK
-        while True:
-            try:
-                frames = self._socket.recv_multipart(flags, copy=False)
-            except zmq.Again:
-                return
-            flags = zmq.NOBLOCK
+        if block:
+            self._channel.wait_readable()
+        for frames in self._channel.receive():
             try:
                 message = decode(frames)
             except ProtocolError as exc:
@@ -158,7 +147,6 @@ class Processor:
                     self._loaded.pop(object_id, None)
             elif isinstance(message, Shutdown):
                 self._running = False
-                return
 
     def _cancel(self, task_ids: set[int]) -> None:
         kept = collections.deque()
@@ -192,14 +180,14 @@ class Processor:
             args, kwargs = serialization.loads_resolving_refs(
                 spec.args, lambda object_id: self._object(object_id, serializer), serializer
             )
-        except Exception as exc:  # noqa: BLE001 - reported to the client, not raised here
+        except Exception as exc:
             message = f"the worker could not load the task: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
             return TaskResult(spec.task_id, Status.SERIALIZATION, None, message, [])
         task_context.current_task_id = spec.task_id
         try:
             value = function(*args, **kwargs)
             status = Status.OK
-        except BaseException as exc:  # noqa: BLE001 - a task's exception, even SystemExit, goes to its client
+        except BaseException as exc:
             status, value = Status.ERROR, exc
         finally:
             sys.stdout.flush()
@@ -209,7 +197,7 @@ class Processor:
         if status == Status.OK:
             try:
                 return TaskResult(spec.task_id, status, serialization.dumps(value, serializer), "", profile)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 message = f"the task's result could not be serialized: {type(exc).__name__}: {exc}"
                 return TaskResult(spec.task_id, Status.SERIALIZATION, None, message, profile)
         return TaskResult(spec.task_id, status, _exception_payload(value), str(value), profile)
@@ -221,7 +209,7 @@ def _exception_payload(exc: BaseException) -> Payload:
     exc.__traceback__ = None
     try:
         return serialization.dumps((exc, remote_traceback))
-    except Exception:  # noqa: BLE001 - fall back to the type's name and text
+    except Exception:
         return serialization.dumps((RemoteError(type(exc).__qualname__, str(exc), remote_traceback), remote_traceback))
 
 
@@ -229,7 +217,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s processor %(levelname)s %(message)s")
     exit_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when a processor stops
-    Processor(sys.argv[1], sys.argv[2].encode()).run()
+    Processor(Channel(int(sys.argv[1]), int(sys.argv[2]))).run()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,118 @@
+"""Test-side helpers: bounded waits and process bookkeeping. Nothing here runs on a worker."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import psutil
+
+from scaler_jupyter import Client
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.02):
+    """Poll ``predicate`` until it returns something true; fail the test after ``timeout`` seconds.
+
+    For conditions no API lets us block on (a file appears, a process exits, the
+    scheduler's snapshot changes); every call is bounded.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` is a running (not zombie) process."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def alive_children(process: psutil.Process | None = None) -> list[psutil.Process]:
+    """Every live descendant of ``process`` (default: this one), zombies excluded."""
+    process = process or psutil.Process()
+    found = []
+    for child in process.children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def describe(processes: list[psutil.Process]) -> str:
+    lines = []
+    for process in processes:
+        try:
+            lines.append(f"{process.pid}: {' '.join(process.cmdline())}")
+        except psutil.Error:
+            lines.append(f"{process.pid}: (gone)")
+    return "\n".join(lines)
+
+
+def wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` for ``processes`` to exit; return those still alive (zombies count as gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for process in processes:
+            try:
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    left.append(process)
+            except psutil.NoSuchProcess:
+                pass
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.02)
+
+
+def kill_all(processes: list[psutil.Process]) -> None:
+    """SIGKILL processes this test run started (by pid, never by name) and reap what we can."""
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(processes, timeout=5)
+
+
+def processors_of(worker_pid: int) -> list[int]:
+    """The pids of a worker agent's processor processes."""
+    return [p.pid for p in psutil.Process(worker_pid).children() if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def touch(path: str | os.PathLike) -> None:
+    with open(path, "w"):
+        pass
+
+
+@contextlib.contextmanager
+def connect(address: str, **kwargs) -> Iterator[Client]:
+    """A Client that cancels whatever it left running when the block ends, so a failing test never hangs."""
+    client = Client(address, **kwargs)
+    try:
+        yield client
+    finally:
+        client.shutdown(cancel_futures=True)
+
+
+def held_tasks(client: Client) -> int:
+    """Tasks the scheduler holds: waiting for a worker or in a worker's queue."""
+    tasks = client.status()["tasks"]
+    return tasks["pending"] + tasks["assigned"]
