@@ -75,13 +75,13 @@ def parser() -> argparse.ArgumentParser:
     scheduler.add_argument("address", help="where to listen, e.g. tcp://127.0.0.1:2345 (port 0: any free port)")
     defaults = SchedulerConfig()
     scheduler.add_argument("--worker-timeout", type=float, default=defaults.worker_timeout,
-                           help=f"seconds of silence before a worker is declared dead (default {defaults.worker_timeout:g})")
+                           help="seconds of silence before a worker is declared dead (default %(default)s)")
     scheduler.add_argument("--client-timeout", type=float, default=defaults.client_timeout,
-                           help=f"seconds of silence before a client is dropped (default {defaults.client_timeout:g})")
+                           help="seconds of silence before a client is dropped (default %(default)s)")
     scheduler.add_argument("--max-retries", type=int, default=defaults.max_retries,
-                           help=f"crashes of its processor before a task fails (default {defaults.max_retries})")
+                           help="crashes of its processor before a task fails (default %(default)s)")
     scheduler.add_argument("--max-waiting", type=int, default=defaults.max_waiting,
-                           help=f"waiting tasks beyond which submit fails with NoWorkerError (default {defaults.max_waiting})")
+                           help="waiting tasks beyond which submit fails with NoWorkerError (default %(default)s)")
     scheduler.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     scheduler.set_defaults(run=_scheduler)
 

@@ -102,7 +102,8 @@ class _OrderedResults:
         with self._condition:
             self._closed = True
             self._condition.notify_all()
-            unfinished = [t for t, o in zip(self._task_ids[start:], self._outcomes[start:]) if o is _MISSING]
+            pairs = zip(self._task_ids[start:], self._outcomes[start:], strict=True)
+            unfinished = [task_id for task_id, outcome in pairs if outcome is _MISSING]
         if unfinished:
             self._cancel(unfinished)
 
@@ -221,7 +222,7 @@ class Client(concurrent.futures.Executor):
         self._check_open()
         deadline = None if timeout is None else time.monotonic() + timeout
         objects: list[ObjectSpec] = []
-        calls: Iterable[tuple] = zip(*iterables)
+        calls: Iterable[tuple] = zip(*iterables)  # noqa: B905 - stops at the shortest, as Executor.map
         task_fn = fn
         if chunksize > 1:
             calls = ((fn, chunk) for chunk in _chunks(calls, chunksize))
@@ -280,7 +281,8 @@ class Client(concurrent.futures.Executor):
         try:
             payload = serialization.dumps(obj, self.serializer)
         except Exception as exc:
-            raise SerializationError(f"send_object: {type(obj).__name__} object could not be serialized: {exc}") from exc
+            message = f"send_object: the {type(obj).__name__} object could not be serialized: {exc}"
+            raise SerializationError(message) from exc
         return ObjectRef(self._put(payload), payload.nbytes)
 
     def delete_object(self, ref: ObjectRef) -> None:

@@ -294,7 +294,8 @@ class Rejected:
 # straight-line code (a generic walker cost 7-11 us a task; this costs ~2).
 
 _RECORDS = (ObjectSpec, TaskSpec, TaskResult, OutputLine)
-_SIMPLE = {"int": "int", "str": "str", "bytes": "bytes", "float": "(float, int)", "dict": "dict", "list": "list", "bool": "bool"}
+_SIMPLE = {"int": "int", "str": "str", "bytes": "bytes", "float": "(float, int)", "dict": "dict", "list": "list",
+           "bool": "bool"}
 
 
 def _payload_to_wire(payload: Payload, frames: list) -> list:

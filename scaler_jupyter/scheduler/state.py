@@ -202,7 +202,7 @@ class SchedulerState:
 
     def _on_client_hello(self, peer: bytes, msg: ClientHello, now: float) -> None:
         if msg.version != PROTOCOL_VERSION:
-            self._outbox.append((peer, Rejected(f"protocol version {msg.version}, scheduler speaks {PROTOCOL_VERSION}")))
+            self._outbox.append((peer, _version_mismatch(msg.version)))
             return
         if peer in self.clients:
             self._remove_client(peer)
@@ -314,7 +314,7 @@ class SchedulerState:
 
     def _on_worker_hello(self, peer: bytes, msg: WorkerHello, now: float) -> None:
         if msg.version != PROTOCOL_VERSION:
-            self._outbox.append((peer, Rejected(f"protocol version {msg.version}, scheduler speaks {PROTOCOL_VERSION}")))
+            self._outbox.append((peer, _version_mismatch(msg.version)))
             return
         if peer in self.workers:
             self._remove_worker(peer)
@@ -528,3 +528,8 @@ def _this_process() -> psutil.Process:
     if _process is None:
         _process = psutil.Process()
     return _process
+
+
+def _version_mismatch(version: int) -> Rejected:
+    return Rejected(f"protocol version {version}, but this scheduler speaks {PROTOCOL_VERSION}: "
+                    "install the same scaler_jupyter version everywhere")

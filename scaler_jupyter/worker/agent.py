@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 _PROCESSOR_QUEUE_SECONDS = 0.005  # work, by measured task time, handed to a processor ahead of time
 _MAX_PROCESSOR_DEPTH = 128
+_READY_TIMEOUT = 30.0  # join the scheduler after this long even if a processor is slow to start
 _MAX_START_FAILURES = 3  # processors in a row that die before answering: the worker cannot run tasks
 
 
@@ -68,7 +69,8 @@ class _Processor:
     pidfd: int
     stats: psutil.Process | None
     started: float
-    answered: bool = False  # it has sent results, so it started fine
+    ready: bool = False  # it said so once its imports were done
+    answered: bool = False  # it has sent results, so it runs tasks
     retiring: bool = False
     killed: bool = False  # killed on purpose (a cancel), so its death is no crash
     outstanding: dict[int, TaskSpec] = dataclasses.field(default_factory=dict)  # in the order it runs them
@@ -103,6 +105,8 @@ class WorkerAgent:
         self._objects: dict[bytes, Payload] = {}
         self._blocked: set[int] = set()
         self._start_failures = 0
+        self._hello_sent = False
+        self._started = time.monotonic()
         self._results: list[TaskResult] = []
         self._mean_task_seconds: float | None = None
         self._depth = 2
@@ -121,8 +125,6 @@ class WorkerAgent:
         self._poller.register(self._wakeup_r, zmq.POLLIN)
         for _ in range(self.config.processors):
             self._spawn_processor()
-        self._send(WorkerHello(PROTOCOL_VERSION, self.name, socket.gethostname(), os.getpid(),
-                               self.config.processors, list(self.config.tags)))
         last_heard = next_heartbeat = time.monotonic()
         try:
             while self._running:
@@ -151,6 +153,7 @@ class WorkerAgent:
                     self._results = []
                 now = time.monotonic()
                 if now >= next_heartbeat:
+                    self._say_hello_when_ready()
                     self._send(self._heartbeat())
                     next_heartbeat = now + self.config.heartbeat
                     if now - last_heard > self.config.death_timeout:
@@ -284,6 +287,18 @@ class WorkerAgent:
                     self._learn_task_time(sum(walls) / len(walls))
             elif isinstance(message, Output):
                 self._send(message)
+            elif isinstance(message, Heartbeat):
+                proc.ready = True
+                self._say_hello_when_ready()
+
+    def _say_hello_when_ready(self) -> None:
+        """Join the scheduler once every processor can run tasks, so the first tasks do not wait
+        for Python to start."""
+        if not self._hello_sent and (all(p.ready for p in self._procs) or
+                                     time.monotonic() - self._started > _READY_TIMEOUT):
+            self._hello_sent = True
+            self._send(WorkerHello(PROTOCOL_VERSION, self.name, socket.gethostname(), os.getpid(),
+                                   self.config.processors, list(self.config.tags)))
 
     def _learn_task_time(self, seconds: float) -> None:
         mean = seconds if self._mean_task_seconds is None else 0.7 * self._mean_task_seconds + 0.3 * seconds

@@ -27,6 +27,7 @@ from scaler_jupyter.protocol import (
     Assign,
     Cancel,
     DeleteObjects,
+    Heartbeat,
     Output,
     OutputLine,
     Payload,
@@ -111,6 +112,7 @@ class Processor:
 
     def run(self) -> None:
         """Run tasks until the agent says stop or goes away."""
+        self.send(Heartbeat(0.0, 0, 0, 0))  # ready: imports done
         stdout, stderr = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _TaskStream(self, "stdout"), _TaskStream(self, "stderr")
         try:
