@@ -176,9 +176,9 @@ class Client(concurrent.futures.Executor):
         self._task_ids: Iterator[int] | None = None
         self._closed = False
         self._connection = Connection(address, self._on_message, self._on_lost, silence_timeout=timeout)
-        self._serializer_id = self._put(serialization.dumps(serializer)) if serializer is not None else None
         self._connection.send(ClientHello(PROTOCOL_VERSION, name or f"client-{os.getpid()}", socket.gethostname(),
                                           os.getpid(), store_tasks))
+        self._serializer_id = self._put(serialization.dumps(serializer)) if serializer is not None else None
         try:
             welcome = self._welcome.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -205,7 +205,11 @@ class Client(concurrent.futures.Executor):
         self._check_open()
         objects: list[ObjectSpec] = []
         function_id = self._function_id(fn, objects)
-        spec = self._spec(fn, function_id, args, kwargs or {}, sorted(tags or ()), priority)
+        try:
+            spec = self._spec(fn, function_id, args, kwargs or {}, sorted(tags or ()), priority)
+        except BaseException:
+            self._sent_objects.difference_update(obj.object_id for obj in objects)  # never sent
+            raise
         future = Future(spec.task_id, self._cancel)
         with self._futures_lock:
             self._futures[spec.task_id] = future
@@ -230,6 +234,7 @@ class Client(concurrent.futures.Executor):
         function_id = self._function_id(task_fn, objects)
         results = _OrderedResults(self._cancel_many)
         specs: list[TaskSpec] = []
+        sent_any = False
         try:
             for args in calls:
                 spec = self._spec(task_fn, function_id, args, {}, [], 0)
@@ -238,19 +243,25 @@ class Client(concurrent.futures.Executor):
                 specs.append(spec)
                 if len(specs) == _BATCH:
                     self._connection.send(Submit(objects, specs))
-                    objects, specs = [], []
-        except BaseException:
+                    objects, specs, sent_any = [], [], True
+        except BaseException:  # an argument that cannot be serialized: what was sent is cancelled
+            if not sent_any:
+                self._sent_objects.difference_update(obj.object_id for obj in objects)
             results.close()
             raise
-        finally:
-            if specs or objects:
-                self._connection.send(Submit(objects, specs))
+        if specs or objects:
+            self._connection.send(Submit(objects, specs))
         return results.iterate(deadline, flatten=chunksize > 1)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop the client (and its private cluster); pending tasks finish first unless cancelled."""
+        """Stop the client (and its private cluster) once pending tasks are done, as ``Executor.shutdown``.
+
+        New submissions fail at once. With ``cancel_futures`` pending tasks are cancelled;
+        with ``wait=False`` this returns at once and pending futures still complete.
+        """
         if self._closed:
             return
+        self._closed = True
         with self._futures_lock:
             pending = list(self._futures.values())
         futures = [entry for entry in pending if type(entry) is not tuple]
@@ -260,12 +271,17 @@ class Client(concurrent.futures.Executor):
                 future.cancel()
             for results in maps:
                 results.close()
-        elif wait:
+
+        def close_when_done() -> None:
             concurrent.futures.wait(futures)
             for results in maps:
                 results.wait()
-        self._closed = True
-        self._close_connection()
+            self._close_connection()
+
+        if wait:
+            close_when_done()
+        else:
+            threading.Thread(target=close_when_done, name="scaler-jupyter-shutdown", daemon=True).start()
 
     def _close_connection(self) -> None:
         self._connection.close(ClientBye())
@@ -367,8 +383,7 @@ class Client(concurrent.futures.Executor):
         with self._futures_lock:
             for task_id in task_ids:
                 self._futures.pop(task_id, None)
-        if not self._closed:
-            self._connection.send(Cancel(task_ids))
+        self._connection.send(Cancel(task_ids))  # dropped if the connection is already closed
 
     # -- in the I/O thread ---------------------------------------------------
 

@@ -23,6 +23,8 @@ class Future(concurrent.futures.Future):
     def cancel(self) -> bool:
         if not super().cancel():
             return False
+        # As an executor must: waiters (wait, as_completed) count only notified cancellations as done.
+        self.set_running_or_notify_cancel()
         self._on_cancel(self.task_id)
         return True
 

@@ -43,12 +43,18 @@ def dumps(obj: Any, serializer: Serializer | None = None) -> Payload:
         stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
     except Exception:
         stream = None
-    if stream is None or b"__main__" in stream:
+    if stream is None or b"__main__" in stream or _names_a_by_value_module(stream):
         buffers = []
         stream = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
     if buffers:
         return Payload([stream, *[b.raw() for b in buffers]])
     return Payload([stream])
+
+
+def _names_a_by_value_module(stream: bytes) -> bool:
+    """True if the pickle refers to a module registered with ``cloudpickle.register_pickle_by_value``."""
+    modules = cloudpickle.list_registry_pickle_by_value()
+    return bool(modules) and any(name.encode() in stream for name in modules)
 
 
 def loads(payload: Payload, serializer: Serializer | None = None, writable: bool = False) -> Any:

@@ -1,7 +1,8 @@
 """Objects held by the scheduler: functions, serializers and ``send_object`` data.
 
 Objects are content-addressed, so the same object sent twice is stored once. Each
-object lives while some client owns it; a client's disconnect releases what it owned.
+object lives while some client owns it or some live task needs it; a client's
+disconnect releases what it owned, and a task's end what it needed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ class StoredObject:
     payload: Payload
     nbytes: int
     owners: set[bytes]
+    holds: int = 0  # live tasks that need it
 
 
 class ObjectStore:
@@ -43,13 +45,28 @@ class ObjectStore:
     def get(self, object_id: bytes) -> Payload:
         return self._objects[object_id].payload
 
+    def hold(self, object_id: bytes) -> None:
+        """A task that needs the object is live; the object stays until :meth:`unhold`."""
+        self._objects[object_id].holds += 1
+
+    def unhold(self, object_id: bytes) -> bool:
+        """A task that needed the object ended; return True if the object is now gone."""
+        stored = self._objects.get(object_id)
+        if stored is None:
+            return False
+        stored.holds -= 1
+        return self._collect(object_id, stored)
+
     def release(self, object_id: bytes, owner: bytes) -> bool:
         """Drop ``owner``'s claim; return True if the object is now gone."""
         stored = self._objects.get(object_id)
         if stored is None:
             return False
         stored.owners.discard(owner)
-        if stored.owners:
+        return self._collect(object_id, stored)
+
+    def _collect(self, object_id: bytes, stored: StoredObject) -> bool:
+        if stored.owners or stored.holds > 0:
             return False
         del self._objects[object_id]
         self.nbytes -= stored.nbytes

@@ -238,6 +238,8 @@ class SchedulerState:
                 continue
             room -= 1
             task = Task(spec, peer, frozenset(spec.tags) if spec.tags else _NO_TAGS, spec.args.nbytes)
+            for object_id in needed_objects(spec):
+                self.objects.hold(object_id)
             self.tasks[spec.task_id] = task
             client.tasks.add(spec.task_id)
             self.pending.push(spec.task_id, task.tags, spec.priority, spec.parent_id is not None)
@@ -282,10 +284,18 @@ class SchedulerState:
 
     def _release_object(self, object_id: bytes, owner: bytes) -> None:
         if self.objects.release(object_id, owner):
-            for identity, worker in self.workers.items():
-                if object_id in worker.objects:
-                    worker.objects.discard(object_id)
-                    self._outbox.append((identity, DeleteObjects([object_id])))
+            self._drop_from_workers(object_id)
+
+    def _drop_from_workers(self, object_id: bytes) -> None:
+        for identity, worker in self.workers.items():
+            if object_id in worker.objects:
+                worker.objects.discard(object_id)
+                self._outbox.append((identity, DeleteObjects([object_id])))
+
+    def _unhold_objects(self, task: Task) -> None:
+        for object_id in needed_objects(task.spec):
+            if self.objects.unhold(object_id):
+                self._drop_from_workers(object_id)
 
     def _remove_client(self, peer: bytes) -> None:
         """Cancel a gone client's tasks and free its objects."""
@@ -295,12 +305,14 @@ class SchedulerState:
         by_worker: dict[bytes, list[int]] = {}
         for task_id in client.tasks:
             task = self.tasks.pop(task_id)
+            self._unhold_objects(task)
             if task.state is TaskState.PENDING:
                 self.pending.discard(task_id)
             else:
                 worker = self.workers[task.worker]
                 del worker.queue[task_id]
                 worker.queued_bytes -= task.nbytes
+                worker.blocked.discard(task_id)
                 by_worker.setdefault(task.worker, []).append(task_id)
         for identity, task_ids in by_worker.items():
             self._outbox.append((identity, Cancel(task_ids)))
@@ -342,11 +354,11 @@ class SchedulerState:
             return
         walls = []
         for result in msg.results:
+            worker.blocked.discard(result.task_id)
             task = worker.queue.pop(result.task_id, None)
             if task is None:  # cancelled, or taken back from this worker
                 continue
             worker.queued_bytes -= task.nbytes
-            worker.blocked.discard(result.task_id)
             if result.profile:
                 walls.append(result.profile[0])
             if result.status == Status.CRASHED and not task.cancelled:
@@ -444,7 +456,8 @@ class SchedulerState:
 
     def _finish(self, task: Task, result: TaskResult) -> None:
         task_id = task.spec.task_id
-        self.tasks.pop(task_id, None)
+        if self.tasks.pop(task_id, None) is not None:
+            self._unhold_objects(task)
         self.pending.discard(task_id)
         self._finished += 1
         client = self.clients.get(task.client)

@@ -11,8 +11,9 @@ back to the queue.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
+import heapq
+import itertools
 import logging
 import math
 import os
@@ -70,11 +71,46 @@ class _Processor:
     stats: psutil.Process | None
     started: float
     ready: bool = False  # it said so once its imports were done
-    answered: bool = False  # it has sent results, so it runs tasks
     retiring: bool = False
     killed: bool = False  # killed on purpose (a cancel), so its death is no crash
     outstanding: dict[int, TaskSpec] = dataclasses.field(default_factory=dict)  # in the order it runs them
     objects: set[bytes] = dataclasses.field(default_factory=set)
+
+
+class _WaitingTasks:
+    """Tasks the agent holds for its processors, best first: children of running tasks (their
+    parents wait on them), then higher priority, then arrival. Tasks taken back from a dead
+    processor go before others of their rank."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple] = []
+        self._later = itertools.count()
+        self._sooner = itertools.count(-1, -1)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    @staticmethod
+    def _rank(spec: TaskSpec) -> tuple[int, int]:
+        return (0 if spec.parent_id is not None else 1, -spec.priority)
+
+    def push(self, specs) -> None:
+        for spec in specs:
+            heapq.heappush(self._heap, (self._rank(spec), next(self._later), spec))
+
+    def push_back(self, specs) -> None:
+        for spec in specs:
+            heapq.heappush(self._heap, (self._rank(spec), next(self._sooner), spec))
+
+    def pop(self) -> TaskSpec:
+        return heapq.heappop(self._heap)[2]
+
+    def remove(self, task_ids: set[int]) -> list[TaskSpec]:
+        removed = [entry[2] for entry in self._heap if entry[2].task_id in task_ids]
+        if removed:
+            self._heap = [entry for entry in self._heap if entry[2].task_id not in task_ids]
+            heapq.heapify(self._heap)
+        return removed
 
 
 @dataclasses.dataclass(slots=True)
@@ -101,15 +137,16 @@ class WorkerAgent:
         self._procs: list[_Processor] = []
         self._by_fd: dict[int, _Processor] = {}  # pidfd and channel fds
         self._writing: set[int] = set()  # channel fds registered for POLLOUT
-        self._queue: collections.deque[TaskSpec] = collections.deque()
+        self._queue = _WaitingTasks()
         self._objects: dict[bytes, Payload] = {}
-        self._blocked: set[int] = set()
+        self._blocked: set[int] = set()  # running tasks that wait on their own children
+        self._cancelling: set[int] = set()  # cancels sent to a processor, not yet answered
         self._start_failures = 0
         self._hello_sent = False
         self._started = time.monotonic()
         self._results: list[TaskResult] = []
         self._mean_task_seconds: float | None = None
-        self._depth = 2
+        self._depth = 1  # tasks per processor, learned from task times; one until measured
         self._running = True
         self._wakeup_r, self._wakeup_w = os.pipe()
         self._stats = psutil.Process()
@@ -209,7 +246,7 @@ class WorkerAgent:
             if isinstance(message, Assign):
                 for obj in message.objects:
                     self._objects[obj.object_id] = obj.payload
-                self._queue.extend(message.tasks)
+                self._queue.push(message.tasks)
             elif isinstance(message, Cancel):
                 self._cancel(set(message.task_ids))
             elif isinstance(message, DeleteObjects):
@@ -227,25 +264,21 @@ class WorkerAgent:
                 pass
 
     def _cancel(self, task_ids: set[int]) -> None:
-        kept = collections.deque()
-        for spec in self._queue:
-            if spec.task_id in task_ids:
-                self._results.append(TaskResult(spec.task_id, Status.CANCELLED, None, "cancelled", []))
-            else:
-                kept.append(spec)
-        self._queue = kept
+        for spec in self._queue.remove(task_ids):
+            self._results.append(TaskResult(spec.task_id, Status.CANCELLED, None, "cancelled", []))
         for proc in list(self._procs):
             asked = [t for t in proc.outstanding if t in task_ids]
             if not asked:
                 continue
-            running = next(iter(proc.outstanding))
-            if running in asked:  # it is running: stopping it means stopping its process
-                del proc.outstanding[running]
-                self._results.append(TaskResult(running, Status.CANCELLED, None, "cancelled while running", []))
+            if next(iter(proc.outstanding)) in asked:  # it is running: stopping it means stopping its process
+                for task_id in asked:
+                    del proc.outstanding[task_id]
+                    self._blocked.discard(task_id)
+                    self._results.append(TaskResult(task_id, Status.CANCELLED, None, "cancelled", []))
                 proc.killed = True
                 proc.process.kill()
-                asked.remove(running)
-            if asked and not proc.killed:
+            else:
+                self._cancelling.update(asked)
                 self._send_to(proc, Cancel(asked))
 
     def _delete_objects(self, object_ids: list[bytes]) -> None:
@@ -274,10 +307,9 @@ class WorkerAgent:
                 logger.error("dropping a malformed message from a processor: %s", exc)
                 continue
             if isinstance(message, Results):
-                proc.answered = True
-                self._start_failures = 0
                 walls = []
                 for result in message.results:
+                    self._cancelling.discard(result.task_id)
                     if proc.outstanding.pop(result.task_id, None) is not None:
                         self._results.append(result)
                         self._blocked.discard(result.task_id)
@@ -289,6 +321,7 @@ class WorkerAgent:
                 self._send(message)
             elif isinstance(message, Heartbeat):
                 proc.ready = True
+                self._start_failures = 0
                 self._say_hello_when_ready()
 
     def _say_hello_when_ready(self) -> None:
@@ -344,19 +377,25 @@ class WorkerAgent:
         proc.channel.close()
         code = proc.process.wait()
         unstarted = list(proc.outstanding.values())
-        if unstarted and not proc.killed:
+        for spec in unstarted:
+            self._blocked.discard(spec.task_id)
+        if not proc.ready and not proc.killed:  # it died starting, before any task: blame none
+            self._start_failures += 1
+            if self._start_failures >= _MAX_START_FAILURES:
+                logger.error("%d processors in a row died at start (last: exit code %s); worker %s stops: "
+                             "see the processors' errors above", self._start_failures, code, self.name)
+                self._running = False
+        elif unstarted and not proc.killed:
             crashed = unstarted.pop(0)
             reason = f"signal {-code}" if code < 0 else f"exit code {code}"
             logger.warning("processor %d died (%s) running task %d", proc.process.pid, reason, crashed.task_id)
             self._results.append(TaskResult(crashed.task_id, Status.CRASHED, None,
                                             f"the task killed its processor (pid {proc.process.pid}, {reason})", []))
-        self._queue.extendleft(reversed(unstarted))
-        if not proc.answered and not proc.killed and code != 0:
-            self._start_failures += 1
-            if self._start_failures >= _MAX_START_FAILURES:
-                logger.error("%d processors in a row died before running a task (last: exit code %s); "
-                             "worker %s stops: see the processors' errors above", self._start_failures, code, self.name)
-                self._running = False
+        cancelled = [spec for spec in unstarted if spec.task_id in self._cancelling]
+        for spec in cancelled:
+            self._cancelling.discard(spec.task_id)
+            self._results.append(TaskResult(spec.task_id, Status.CANCELLED, None, "cancelled", []))
+        self._queue.push_back(spec for spec in unstarted if spec not in cancelled)
         if self._running and not proc.retiring:
             self._spawn_processor()
 
@@ -373,23 +412,30 @@ class WorkerAgent:
                 self._send_to(idle, Shutdown("pool shrinks"))
 
     def _dispatch(self) -> None:
+        """Hand waiting tasks to processors with room, an even share each; never to a processor whose
+        task waits on its children, which would queue them behind their own parent."""
         if not self._queue:
             return
-        ready = [p for p in self._procs if not p.retiring and len(p.outstanding) < self._depth]
+        ready = [p for p in self._procs if not p.retiring and len(p.outstanding) < self._depth
+                 and not any(t in self._blocked for t in p.outstanding)]
         for i, proc in enumerate(ready):
             share = math.ceil(len(self._queue) / (len(ready) - i))
-            count = min(self._depth - len(proc.outstanding), share)
-            if count <= 0:
-                continue
-            tasks = [self._queue.popleft() for _ in range(count)]
-            objects = []
-            for spec in tasks:
+            tasks, objects = [], []
+            while self._queue and len(tasks) < min(self._depth - len(proc.outstanding), share):
+                spec = self._queue.pop()
+                missing = [o for o in needed_objects(spec) if o not in self._objects]
+                if missing:  # the scheduler freed it: the task cannot run here
+                    self._results.append(TaskResult(spec.task_id, Status.SERIALIZATION, None,
+                                                    f"object {missing[0].hex()} is no longer held", []))
+                    continue
+                tasks.append(spec)
                 proc.outstanding[spec.task_id] = spec
                 for object_id in needed_objects(spec):
                     if object_id not in proc.objects:
                         proc.objects.add(object_id)
                         objects.append(ObjectSpec(object_id, self._objects[object_id]))
-            self._send_to(proc, Assign(objects, tasks))
+            if tasks:
+                self._send_to(proc, Assign(objects, tasks))
 
     def _heartbeat(self) -> Heartbeat:
         cpu, memory = 0.0, 0

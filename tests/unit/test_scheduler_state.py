@@ -451,15 +451,15 @@ def test_object_deleted_while_a_waiting_task_needs_it(sched):
 
 
 def test_crashed_task_is_retried_max_retries_times_then_fails():
-    """DESIGN §2: a task that has crashed its processor *more than* max_retries times fails."""
-    sched = Scheduler(max_retries=2)
+    """Issue 3: a task that has crashed its processor max_retries times fails (the runs before are retried)."""
+    sched = Scheduler(max_retries=3)
     sched.client()
     sched.worker(W1)
     sched.worker(W2)
     [holder] = assigned(sched.submit(CLIENT, spec(1)))
     for retry in range(1, 3):
         out = sched.report(holder, crashed(1))
-        assert results(out) == {}, f"crash {retry} of a task with max_retries=2 must be retried"
+        assert results(out) == {}, f"crash {retry} of 3 must be retried"
         [holder] = assigned(out)
         assert assigned(out)[holder] == [1]
     out = sched.report(holder, crashed(1))
