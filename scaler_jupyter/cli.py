@@ -16,7 +16,9 @@ def _scheduler(args: argparse.Namespace) -> None:
     from scaler_jupyter.scheduler.server import run_scheduler
 
     config = SchedulerConfig(worker_timeout=args.worker_timeout, client_timeout=args.client_timeout,
-                             max_retries=args.max_retries, max_waiting=args.max_waiting)
+                             max_retries=args.max_retries, max_waiting=args.max_waiting,
+                             balance_interval=args.balance_interval,
+                             monitor_address=args.monitor_address, monitor_interval=args.monitor_interval)
     run_scheduler(args.address, config, ready_fd=args.ready_fd)
 
 
@@ -56,6 +58,19 @@ def _cluster(args: argparse.Namespace) -> None:
             stop(worker)
 
 
+def _top(args: argparse.Namespace) -> None:
+    from scaler_jupyter.top import run_top
+
+    sys.exit(run_top(args.address, monitor_address=args.monitor_address, timeout=args.timeout))
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
 def _add_worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("address", help="the scheduler, e.g. tcp://127.0.0.1:2345")
     parser.add_argument("--processors", type=int, default=1, help="processes that run tasks (default 1)")
@@ -78,10 +93,19 @@ def parser() -> argparse.ArgumentParser:
                            help="seconds of silence before a worker is declared dead (default %(default)s)")
     scheduler.add_argument("--client-timeout", type=float, default=defaults.client_timeout,
                            help="seconds of silence before a client is dropped (default %(default)s)")
+    scheduler.add_argument("--balance-interval", type=float, default=defaults.balance_interval,
+                           help="seconds between moves of queued tasks from busy workers to idle ones; "
+                                "a worker running out of work also triggers one; 0 turns balancing off "
+                                "(default %(default)s)")
     scheduler.add_argument("--max-retries", type=int, default=defaults.max_retries,
                            help="crashes of its processor before a task fails (default %(default)s)")
     scheduler.add_argument("--max-waiting", type=int, default=defaults.max_waiting,
                            help="waiting tasks beyond which submit fails with NoWorkerError (default %(default)s)")
+    scheduler.add_argument("--monitor-address", default=None,
+                           help="where to publish the monitor feed (default: the scheduler's port + 1, "
+                                "or any free port if the scheduler's port is 0)")
+    scheduler.add_argument("--monitor-interval", type=_positive, default=defaults.monitor_interval,
+                           help="seconds between monitor snapshots (default %(default)s)")
     scheduler.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     scheduler.set_defaults(run=_scheduler)
 
@@ -94,6 +118,17 @@ def parser() -> argparse.ArgumentParser:
     _add_worker_options(cluster)
     cluster.add_argument("-n", type=int, default=1, help="how many workers (default 1)")
     cluster.set_defaults(run=_cluster)
+
+    top = commands.add_parser("top", help="a live terminal table of the scheduler and its workers",
+                              parents=[common],
+                              description="Keys: c cpu, m memory, u queued, r running, d done, n name, h host, "
+                                          "l heartbeat lag (again: reverse order); q quits.")
+    top.add_argument("address", help="the scheduler, e.g. tcp://127.0.0.1:2345")
+    top.add_argument("--monitor-address", default=None,
+                     help="the scheduler's monitor feed (default: ask the scheduler at ADDRESS)")
+    top.add_argument("--timeout", type=_positive, default=10.0,
+                     help="seconds to wait for the scheduler to answer (default %(default)s)")
+    top.set_defaults(run=_top)
     return root
 
 

@@ -48,7 +48,12 @@ class LocalCluster:
             self.close()
             raise
         self.address: str = info["address"]
-        self.scale(os.cpu_count() or 1 if n_workers is None else n_workers)
+        self.monitor_address: str = info["monitor_address"]  # the scheduler's monitor feed (a PUB socket)
+        try:
+            self.scale(os.cpu_count() or 1 if n_workers is None else n_workers)
+        except BaseException:  # workers that cannot join must not leave the scheduler running
+            self.close()
+            raise
 
     @property
     def pids(self) -> list[int]:

@@ -404,9 +404,10 @@ class Client(concurrent.futures.Executor):
             if not self._welcome.done():
                 self._welcome.set_result(message)
         elif isinstance(message, Rejected):
-            logger.error("the scheduler rejected a message: %s", message.reason)
             if not self._welcome.done():
                 self._welcome.set_exception(ConnectionError(f"the scheduler refused this client: {message.reason}"))
+            else:  # it dropped us (declared us gone): our tasks are cancelled there
+                self._on_lost(f"the scheduler at {self.address} dropped this client: {message.reason}")
 
     def _on_result(self, result: TaskResult) -> None:
         with self._futures_lock:

@@ -77,7 +77,8 @@ class Connection:
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
         poller.register(self._wakeup_r, zmq.POLLIN)
-        last_heard = next_heartbeat = time.monotonic()
+        last_heard = time.monotonic()
+        next_heartbeat = last_heard + self._heartbeat_interval  # after the hello queued at start
         lost = False
         try:
             while True:
@@ -112,8 +113,7 @@ class Connection:
             os.close(self._wakeup_w)
 
     def _receive(self) -> None:
-        while (item := receive(self._socket)) is not None:
-            _, frames = item
+        while (frames := receive(self._socket)) is not None:
             try:
                 message = decode(frames)
             except ProtocolError as exc:

@@ -49,6 +49,8 @@ class Kind(enum.IntEnum):
     TASK_BLOCKED = 17
     SHUTDOWN = 18
     REJECTED = 20
+    TAKE_BACK = 21
+    TAKEN_BACK = 22
 
 
 class Status(enum.IntEnum):
@@ -101,9 +103,9 @@ class TaskSpec:
     task_id: int
     function_id: bytes
     args: Payload
-    object_ids: list  # objects the arguments refer to, beside the function and serializer
+    object_ids: list[bytes]  # objects the arguments refer to, beside the function and serializer
     serializer_id: bytes | None
-    tags: list
+    tags: list[str]
     priority: int
     parent_id: int | None
 
@@ -124,7 +126,7 @@ class TaskResult:
     status: int
     payload: Payload | None
     message: str
-    profile: list  # [wall seconds, cpu seconds, peak rss bytes]
+    profile: list[float]  # [wall seconds, cpu seconds, peak rss bytes], or empty
 
 
 @dataclasses.dataclass(slots=True)
@@ -190,13 +192,13 @@ class PutObjects:
 @_message(Kind.DELETE_OBJECTS)
 class DeleteObjects:
     KIND: ClassVar[Kind]
-    object_ids: list
+    object_ids: list[bytes]
 
 
 @_message(Kind.CANCEL)
 class Cancel:
     KIND: ClassVar[Kind]
-    task_ids: list
+    task_ids: list[int]
 
 
 @_message(Kind.RESULTS)
@@ -232,7 +234,7 @@ class WorkerHello:
     host: str
     pid: int
     processors: int
-    tags: list
+    tags: list[str]
 
 
 @_message(Kind.WORKER_WELCOME)
@@ -280,6 +282,22 @@ class Shutdown:
     reason: str
 
 
+@_message(Kind.TAKE_BACK)
+class TakeBack:
+    """The scheduler asks a worker to return queued tasks it has not started, to run them elsewhere."""
+
+    KIND: ClassVar[Kind]
+    task_ids: list[int]
+
+
+@_message(Kind.TAKEN_BACK)
+class TakenBack:
+    """The tasks a worker returned: none of them started there. The rest it keeps and runs."""
+
+    KIND: ClassVar[Kind]
+    task_ids: list[int]
+
+
 @_message(Kind.REJECTED)
 class Rejected:
     """The scheduler refused a message; sent back so a peer is not left waiting."""
@@ -294,6 +312,12 @@ class Rejected:
 # straight-line code (a generic walker cost 7-11 us a task; this costs ~2).
 
 _RECORDS = (ObjectSpec, TaskSpec, TaskResult, OutputLine)
+_ELEMENTS = {
+    "list[int]": "type(x) is int",
+    "list[str]": "type(x) is str",
+    "list[bytes]": "type(x) is bytes",
+    "list[float]": "type(x) is float or type(x) is int",
+}
 _SIMPLE = {"int": "int", "str": "str", "bytes": "bytes", "float": "(float, int)", "dict": "dict", "list": "list",
            "bool": "bool"}
 
@@ -338,6 +362,7 @@ def _generate(cls) -> tuple:
         optional = annotation.endswith("| None")
         base = annotation.removesuffix("| None").strip()
         nested = next((r for r in _RECORDS if base == f"list[{r.__name__}]"), None)
+        element = _ELEMENTS.get(base)
         value = f"v_{name}"
         if base == "Payload":
             out.append(f"None if o.{name} is None else _pw(o.{name}, frames)" if optional else f"_pw(o.{name}, frames)")
@@ -345,6 +370,10 @@ def _generate(cls) -> tuple:
             test = "False"
             if optional:
                 convert = f"None if {value} is None else {convert}"
+        elif element is not None:  # a list of scalars: every element checked
+            out.append(f"o.{name}")
+            test = f"type({value}) is not list or not all({element} for x in {value})"
+            convert = value
         elif nested is not None:
             env[f"enc_{name}"], env[f"dec_{name}"] = _CODECS[nested]
             out.append(f"[enc_{name}(x, frames) for x in o.{name}]")

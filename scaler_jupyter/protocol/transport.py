@@ -25,18 +25,36 @@ def send(socket: zmq.Socket, message, identity: bytes | None = None) -> None:
         socket.send(frames[i], 0 if i == last else zmq.SNDMORE, copy=False)
 
 
-def receive(socket: zmq.Socket, routed: bool = False) -> tuple[bytes | None, list] | None:
-    """Return ``(identity, frames)`` of the next waiting message (identity None unless ``routed``), or None.
+def receive(socket: zmq.Socket) -> list | None:
+    """Return the frames of the next waiting message, or None.
 
-    ``frames`` are undecoded; pass them to :func:`decode`, which raises ProtocolError on garbage.
+    The frames are undecoded; pass them to :func:`decode`, which raises ProtocolError on garbage.
     """
     if not socket.get(zmq.EVENTS) & zmq.POLLIN:
         return None
-    identity = socket.recv() if routed else None
-    frames = [socket.recv()] if not routed or socket.get(zmq.RCVMORE) else []
+    frames = [socket.recv()]
     while socket.get(zmq.RCVMORE):
         frames.append(socket.recv(copy=False))
-    return identity, frames
+    return frames
 
 
-__all__ = ["decode", "encode", "receive", "send"]
+def receive_routed(socket: zmq.Socket) -> tuple[bytes, int | None, list] | None:
+    """On a ROUTER socket: ``(identity, source fd, frames)`` of the next waiting message, or None.
+
+    The source fd (None where the transport has none) ties a peer to the connection
+    whose drop the socket monitor reports.
+    """
+    if not socket.get(zmq.EVENTS) & zmq.POLLIN:
+        return None
+    identity = socket.recv(copy=False)
+    try:
+        source_fd = identity.get(zmq.SRCFD)
+    except zmq.ZMQError:
+        source_fd = None
+    frames = [socket.recv()] if socket.get(zmq.RCVMORE) else []
+    while socket.get(zmq.RCVMORE):
+        frames.append(socket.recv(copy=False))
+    return identity.bytes, source_fd, frames
+
+
+__all__ = ["decode", "encode", "receive", "receive_routed", "send"]

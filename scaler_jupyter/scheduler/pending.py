@@ -25,10 +25,14 @@ class PendingQueue:
     def __contains__(self, task_id: int) -> bool:
         return task_id in self._members
 
-    def push(self, task_id: int, tags: frozenset, priority: int, is_child: bool) -> None:
-        key = (0 if is_child else 1, -priority, next(self._order))
+    def push(self, task_id: int, tags: frozenset, priority: int, is_child: bool, order: int | None = None) -> int:
+        """Add a task; return its order, to be given back when it returns (it keeps its place)."""
+        if order is None:
+            order = next(self._order)
+        key = (0 if is_child else 1, -priority, order)
         heapq.heappush(self._heaps.setdefault(tags, []), (key, task_id))
         self._members.add(task_id)
+        return order
 
     def discard(self, task_id: int) -> None:
         self._members.discard(task_id)

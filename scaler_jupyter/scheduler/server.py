@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import time
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from scaler_jupyter.errors import ProtocolError
 from scaler_jupyter.protocol import decode
-from scaler_jupyter.protocol.transport import receive, send
+from scaler_jupyter.protocol.transport import receive_routed, send
+from scaler_jupyter.scheduler.monitor import TOPIC, build_snapshot, encode_snapshot, monitor_of
 from scaler_jupyter.scheduler.state import SchedulerConfig, SchedulerState
 
 logger = logging.getLogger(__name__)
 
 _DRAIN = 1000  # messages read per turn before the state is flushed, so one busy peer cannot starve the rest
-_TICK = 0.5  # seconds between liveness checks
+_TICK = 0.5  # most seconds between liveness checks
 
 
 def zmq_address(address: str) -> str:
@@ -26,8 +29,77 @@ def zmq_address(address: str) -> str:
     return address[: -len(":0")] + ":*" if address.endswith(":0") else address
 
 
+def default_monitor_address(requested: str, bound: str) -> str:
+    """The scheduler's host and port + 1; any free port when the scheduler was asked for any free port."""
+    if not bound.startswith("tcp://"):
+        raise ValueError(f"no default monitor address for {bound}: give one with --monitor-address")
+    host, _, port = bound.rpartition(":")
+    return f"{host}:0" if requested.endswith((":0", ":*")) else f"{host}:{int(port) + 1}"
+
+
+class MonitorFeed:
+    """The monitor feed: a snapshot every ``interval`` seconds on a publish socket, while anyone subscribes.
+
+    The socket is an XPUB (a PUB that hears its subscriptions; subscribers use SUB), so
+    a snapshot is built only when one is due and someone listens, and a new
+    subscriber gets one at once rather than an interval later.
+    """
+
+    def __init__(self, context: zmq.Context, address: str, interval: float) -> None:
+        self.interval = interval
+        self.socket = context.socket(zmq.XPUB)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SNDHWM, 8)  # a stalled subscriber misses snapshots; our memory does not grow
+        self.socket.setsockopt(zmq.XPUB_VERBOSE, 1)  # hear every subscriber, not only each topic's first
+        try:
+            self.socket.bind(zmq_address(address))
+        except zmq.ZMQError as exc:
+            self.socket.close()
+            raise OSError(exc.errno, f"cannot publish the monitor feed on {address} ({exc.strerror}): "
+                                     "choose another address with --monitor-address") from None
+        self.address = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._topics: set[bytes] = set()  # subscribed prefixes that match TOPIC
+        self._due = 0.0
+
+    def next_due(self) -> float:
+        """When the next snapshot is due (monotonic seconds); infinity while nobody listens."""
+        return self._due if self._topics else math.inf
+
+    def read_subscriptions(self) -> None:
+        """Apply waiting (un)subscriptions; a new subscriber makes a snapshot due at once."""
+        socket = self.socket
+        while socket.get(zmq.EVENTS) & zmq.POLLIN:
+            frame = socket.recv()
+            while socket.get(zmq.RCVMORE):  # not a subscription: drop the rest
+                socket.recv()
+            if TOPIC.startswith(frame[1:]):
+                if frame[:1] == b"\x01":
+                    self._topics.add(frame[1:])
+                    self._due = 0.0
+                elif frame[:1] == b"\x00":  # the last subscriber of this prefix left
+                    self._topics.discard(frame[1:])
+
+    def publish_if_due(self, state: SchedulerState, now: float) -> None:
+        """Build and publish a snapshot if one is due and anyone listens; else do nothing."""
+        if not self._topics or now < self._due:
+            return
+        self._due = now + self.interval
+        try:
+            self.socket.send_multipart(encode_snapshot(build_snapshot(state, now)), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def close(self) -> None:
+        self.socket.close()
+
+
 class SchedulerServer:
-    """One ROUTER socket, one thread, one :class:`SchedulerState`."""
+    """One ROUTER socket, one thread, one :class:`SchedulerState`.
+
+    A peer whose connection drops is reported to the state at once: each message's
+    source fd ties its sender to a connection, and the socket monitor says when a
+    connection closes (libzmq's ``ROUTER_NOTIFY`` would, but it is a draft API).
+    """
 
     def __init__(self, address: str, config: SchedulerConfig | None = None) -> None:
         self.state = SchedulerState(config)
@@ -37,6 +109,19 @@ class SchedulerServer:
             self._router.setsockopt(option, value)
         self._router.bind(zmq_address(address))
         self.address = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
+        config = self.state.config
+        try:
+            self._feed = MonitorFeed(self._context, config.monitor_address
+                                     or default_monitor_address(address, self.address), config.monitor_interval)
+        except BaseException:
+            self._router.close()
+            self._context.term()
+            raise
+        self.monitor_address = self._feed.address
+        monitor = monitor_of(self.state)
+        monitor.address, monitor.monitor_address = self.address, self.monitor_address
+        self._connections = self._router.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        self._peer_at_fd: dict[int, bytes] = {}
         self._wakeup_r, self._wakeup_w = os.pipe()
         self._running = True
         self.malformed = 0
@@ -49,30 +134,63 @@ class SchedulerServer:
     def run(self) -> None:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
+        poller.register(self._connections, zmq.POLLIN)
         poller.register(self._wakeup_r, zmq.POLLIN)
-        state, router = self.state, self._router
-        next_tick = time.monotonic() + _TICK
-        logger.info("scheduler listening on %s", self.address)
+        poller.register(self._feed.socket, zmq.POLLIN)
+        state, router, feed = self.state, self._router, self._feed
+        tick = min(_TICK, state.config.balance_interval) if state.config.balance_interval > 0 else _TICK
+        next_tick = time.monotonic() + tick
+        logger.info("scheduler listening on %s, monitor feed on %s", self.address, self.monitor_address)
         try:
             while self._running:
-                events = dict(poller.poll(max(0.0, next_tick - time.monotonic()) * 1000))
+                wake = min(next_tick, feed.next_due())
+                # milliseconds rounded up: waking a fraction early would spin until the deadline
+                events = dict(poller.poll(math.ceil(max(0.0, wake - time.monotonic()) * 1000)))
                 now = time.monotonic()
+                if self._connections in events:  # before messages: a reused fd's old peer goes first
+                    self._on_connection_events()
                 if router in events:
                     for _ in range(_DRAIN):
-                        item = receive(router, routed=True)
+                        item = receive_routed(router)
                         if item is None:
                             break
-                        self._apply(*item, now)
+                        identity, source_fd, frames = item
+                        if source_fd is not None and self._peer_at_fd.get(source_fd) != identity:
+                            self._peer_at_fd[source_fd] = identity
+                        self._apply(identity, frames, now)
                 if now >= next_tick:
                     state.on_tick(now)
-                    next_tick = now + _TICK
+                    next_tick = now + tick
                 for identity, message in state.flush():
-                    send(router, message, identity)
+                    self._send(identity, message)
+                if feed.socket in events:
+                    feed.read_subscriptions()
+                feed.publish_if_due(state, now)
         finally:
+            feed.close()
+            router.disable_monitor()
+            self._connections.close()
             router.close()
             self._context.term()
             os.close(self._wakeup_r)
             os.close(self._wakeup_w)
+
+    def _on_connection_events(self) -> None:
+        while self._connections.get(zmq.EVENTS) & zmq.POLLIN:
+            event = parse_monitor_message(self._connections.recv_multipart())
+            fd = event["value"]
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self._peer_at_fd.pop(fd, None)  # a new connection on a reused fd
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                peer = self._peer_at_fd.pop(fd, None)
+                if peer is not None:
+                    self.state.on_disconnect(peer)
+
+    def _send(self, identity: bytes, message) -> None:
+        try:
+            send(self._router, message, identity)
+        except (TypeError, ValueError, OverflowError):  # a bug must cost one message, never the scheduler
+            logger.exception("could not encode %s for %r: dropped", type(message).__name__, identity)
 
     def _apply(self, identity: bytes, frames: list, now: float) -> None:
         try:
@@ -94,5 +212,6 @@ def run_scheduler(address: str, config: SchedulerConfig, ready_fd: int | None = 
         signal.signal(signum, lambda *_: server.stop())
     if ready_fd is not None:
         with os.fdopen(ready_fd, "w") as ready:
-            ready.write(json.dumps({"address": server.address, "pid": os.getpid()}) + "\n")
+            ready.write(json.dumps({"address": server.address, "monitor_address": server.monitor_address,
+                                    "pid": os.getpid()}) + "\n")
     server.run()

@@ -25,10 +25,7 @@ import dataclasses
 import enum
 import logging
 import math
-import os
 import time
-
-import psutil
 
 from scaler_jupyter.protocol import (
     PROTOCOL_VERSION,
@@ -48,6 +45,8 @@ from scaler_jupyter.protocol import (
     StatusReply,
     StatusRequest,
     Submit,
+    TakeBack,
+    TakenBack,
     TaskBlocked,
     TaskResult,
     TaskSpec,
@@ -56,12 +55,12 @@ from scaler_jupyter.protocol import (
     WorkerWelcome,
     needed_objects,
 )
+from scaler_jupyter.scheduler.monitor import build_snapshot
 from scaler_jupyter.scheduler.object_store import ObjectStore
 from scaler_jupyter.scheduler.pending import PendingQueue
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_VERSION = 1
 _NO_TAGS: frozenset = frozenset()
 
 
@@ -76,12 +75,15 @@ class SchedulerConfig:
 
     worker_timeout: float = 10.0
     client_timeout: float = 30.0
+    balance_interval: float = 0.5  # seconds between moves of queued tasks from busy workers to idle ones; 0: never
     max_retries: int = 3
     max_waiting: int = 1_000_000
     heartbeat_interval: float = 1.0
     queue_seconds: float = 0.05  # how much work, by measured task time, a worker may hold per processor
     max_depth: int = 256  # most tasks per processor in a worker's queue
     queue_bytes: int = 32 * 1024 * 1024  # most argument bytes queued per processor: big arguments spread out
+    monitor_address: str | None = None  # where the feed is published; None: the scheduler's port + 1
+    monitor_interval: float = 0.5  # seconds between snapshots on the feed
 
 
 @dataclasses.dataclass(slots=True)
@@ -94,6 +96,7 @@ class Task:
     worker: bytes | None = None
     crashes: int = 0
     cancelled: bool = False
+    order: int | None = None  # its place among equals in the pending queue, kept when it comes back
 
 
 @dataclasses.dataclass(slots=True)
@@ -123,6 +126,7 @@ class WorkerInfo:
     queued_bytes: int = 0
     objects: set[bytes] = dataclasses.field(default_factory=set)
     blocked: set[int] = dataclasses.field(default_factory=set)  # running parents waiting on children
+    asked_back: set[int] = dataclasses.field(default_factory=set)  # TakeBack sent, answer awaited
     mean_task_seconds: float | None = None
     cpu: float = 0.0
     memory: int = 0
@@ -153,7 +157,8 @@ class SchedulerState:
         self._results: dict[bytes, list[TaskResult]] = {}
         self._assigned: dict[bytes, list[TaskSpec]] = {}
         self._finished = 0
-        self._rate = (self.started, 0, 0.0)  # (time, finished count, tasks/s) for the snapshot
+        self._next_balance = self.started
+        self._someone_idle = False  # a worker ran out of work since the last flush: balance then, not a tick later
 
     # -- the entry points ----------------------------------------------------
 
@@ -170,7 +175,10 @@ class SchedulerState:
         handler(self, peer, message, now)
 
     def on_tick(self, now: float) -> None:
-        """Declare silent peers dead."""
+        """Declare silent peers dead; move queued tasks from busy workers to idle ones."""
+        if now >= self._next_balance:
+            self._next_balance = now + max(self.config.balance_interval, 0.1)
+            self._balance()
         for identity, worker in list(self.workers.items()):
             if now - worker.last_seen > self.config.worker_timeout:
                 logger.warning("worker %s silent for %.1fs: declared dead", worker.name, now - worker.last_seen)
@@ -180,9 +188,20 @@ class SchedulerState:
                 logger.warning("client %s silent for %.1fs: disconnected", client.name, now - client.last_seen)
                 self._remove_client(identity)
 
+    def on_disconnect(self, peer: bytes) -> None:
+        """A peer's connection dropped: a worker is dead at once, a client gone."""
+        if peer in self.workers:
+            logger.warning("worker %s disconnected", self.workers[peer].name)
+            self._remove_worker(peer)
+        elif peer in self.clients:
+            self._remove_client(peer)
+
     def flush(self) -> list[tuple[bytes, object]]:
         """Assign what can be assigned; return every message to send, coalesced by peer."""
         self._schedule()
+        if self._someone_idle:
+            self._someone_idle = False
+            self._balance()
         out = self._outbox
         for identity, specs in self._assigned.items():
             worker = self.workers[identity]
@@ -207,7 +226,8 @@ class SchedulerState:
         if peer in self.clients:
             self._remove_client(peer)
         self._numbers += 1
-        self.clients[peer] = ClientInfo(self._numbers, msg.name, msg.host, msg.pid, msg.store_tasks, now)
+        self.clients[peer] = ClientInfo(self._numbers, msg.name, msg.host, _clamp(msg.pid, 0, _MAX_REPORTED),
+                                        msg.store_tasks, now)
         self._outbox.append((peer, ClientWelcome(self._numbers, self.config.heartbeat_interval)))
 
     def _on_client_bye(self, peer: bytes, msg: ClientBye, now: float) -> None:
@@ -242,7 +262,7 @@ class SchedulerState:
                 self.objects.hold(object_id)
             self.tasks[spec.task_id] = task
             client.tasks.add(spec.task_id)
-            self.pending.push(spec.task_id, task.tags, spec.priority, spec.parent_id is not None)
+            task.order = self.pending.push(spec.task_id, task.tags, spec.priority, spec.parent_id is not None)
             if spec.parent_id is not None:
                 self._mark_blocked(spec.parent_id)
 
@@ -275,7 +295,7 @@ class SchedulerState:
             self._outbox.append((identity, Cancel(task_ids)))
 
     def _on_status_request(self, peer: bytes, msg: StatusRequest, now: float) -> None:
-        self._outbox.append((peer, StatusReply(msg.request_id, self.snapshot(now))))
+        self._outbox.append((peer, StatusReply(msg.request_id, build_snapshot(self, now))))
 
     def _store_objects(self, client: ClientInfo, peer: bytes, objects: list[ObjectSpec]) -> None:
         for obj in objects:
@@ -331,9 +351,10 @@ class SchedulerState:
         if peer in self.workers:
             self._remove_worker(peer)
         self._numbers += 1
-        self.workers[peer] = WorkerInfo(self._numbers, msg.name, msg.host, msg.pid, max(1, msg.processors),
-                                        frozenset(msg.tags), now)
+        self.workers[peer] = WorkerInfo(self._numbers, msg.name, msg.host, _clamp(msg.pid, 0, _MAX_REPORTED),
+                                        _clamp(msg.processors, 1, _MAX_PROCESSORS), frozenset(msg.tags), now)
         self._outbox.append((peer, WorkerWelcome(self._numbers)))
+        self._someone_idle = True
         logger.info("worker %s joined (%d processors, tags %s)", msg.name, msg.processors, sorted(msg.tags) or "none")
 
     def _on_worker_bye(self, peer: bytes, msg: WorkerBye, now: float) -> None:
@@ -342,10 +363,14 @@ class SchedulerState:
     def _on_heartbeat(self, peer: bytes, msg: Heartbeat, now: float) -> None:
         """Workers and clients heartbeat; the answer tells them the scheduler lives."""
         worker = self.workers.get(peer)
-        if worker is not None:
-            worker.cpu, worker.memory, worker.running = msg.cpu, msg.memory, msg.running
+        if worker is not None:  # what a peer reports is clamped: one bad peer must not spoil every snapshot
+            worker.cpu = _clamp(msg.cpu, 0.0, 100.0 * 4096)
+            worker.memory = _clamp(msg.memory, 0, _MAX_REPORTED)
+            worker.running = _clamp(msg.running, 0, worker.processors + len(worker.blocked))
         if worker is not None or peer in self.clients:
             self._outbox.append((peer, Heartbeat(0.0, 0, len(self.pending), len(self.tasks) - len(self.pending))))
+        else:
+            self._outbox.append((peer, Rejected(_UNKNOWN_PEER)))
 
     def _on_results(self, peer: bytes, msg: Results, now: float) -> None:
         worker = self.workers.get(peer)
@@ -372,6 +397,24 @@ class SchedulerState:
             self._finish(task, result)
         if walls:
             self._learn_task_time(worker, sum(walls) / len(walls))
+        if len(worker.queue) < worker.processors:
+            self._someone_idle = True
+
+    def _on_taken_back(self, peer: bytes, msg: TakenBack, now: float) -> None:
+        """The worker returned these unstarted tasks: they wait for the next free worker."""
+        worker = self.workers.get(peer)
+        if worker is None:
+            return
+        worker.asked_back.clear()
+        for task_id in msg.task_ids:
+            task = worker.queue.pop(task_id, None)
+            if task is None:
+                continue
+            worker.queued_bytes -= task.nbytes
+            if task.cancelled:
+                self._finish(task, TaskResult(task_id, Status.CANCELLED, None, "cancelled", []))
+            else:
+                self._requeue(task)
 
     def _on_output(self, peer: bytes, msg: Output, now: float) -> None:
         by_client: dict[bytes, list] = {}
@@ -449,10 +492,41 @@ class SchedulerState:
             return False
         return queued < worker.processors or worker.queued_bytes < self.config.queue_bytes * worker.processors
 
+    def _balance(self) -> None:
+        """Ask workers with a backlog to return unstarted tasks that idle workers could run now.
+
+        A task moves only after its worker confirms it had not started it (``TakenBack``),
+        so a move never runs a task twice and never loses one.
+        """
+        if self.config.balance_interval <= 0:
+            return
+        idle = [w for w in self.workers.values() if len(w.queue) < w.processors]
+        if not idle or self.pending:
+            return
+        free = sum(w.capacity - len(w.queue) for w in idle)
+        mean = sum(len(w.queue) for w in self.workers.values()) / len(self.workers)
+        donors = sorted((w for w in self.workers.items() if not w[1].asked_back),
+                        key=lambda item: len(item[1].queue) - item[1].processors, reverse=True)
+        for identity, donor in donors:
+            excess = len(donor.queue) - max(donor.processors, math.ceil(mean))
+            if free <= 0 or excess <= 0:
+                return
+            asked = []
+            for task in reversed(donor.queue.values()):  # the newest are the least likely started
+                if len(asked) == min(excess, free):
+                    break
+                if not task.cancelled and any(task.tags <= w.tags for w in idle):
+                    asked.append(task.spec.task_id)
+            if asked:
+                donor.asked_back.update(asked)
+                free -= len(asked)
+                self._outbox.append((identity, TakeBack(asked)))
+
     def _requeue(self, task: Task) -> None:
         """Back to pending; the caller has taken it out of its worker's queue."""
         task.state, task.worker = TaskState.PENDING, None
-        self.pending.push(task.spec.task_id, task.tags, task.spec.priority, task.spec.parent_id is not None)
+        self.pending.push(task.spec.task_id, task.tags, task.spec.priority, task.spec.parent_id is not None,
+                          task.order)
 
     def _finish(self, task: Task, result: TaskResult) -> None:
         task_id = task.spec.task_id
@@ -469,53 +543,6 @@ class SchedulerState:
     def _reply(self, client: bytes, result: TaskResult) -> None:
         self._results.setdefault(client, []).append(result)
 
-    # -- the snapshot --------------------------------------------------------
-
-    def snapshot(self, now: float) -> dict:
-        """The monitor snapshot: what ``Client.status()`` returns and the monitor feed publishes."""
-        then, finished_then, rate = self._rate
-        if now - then >= 0.5:
-            rate = (self._finished - finished_then) / (now - then)
-            self._rate = (now, self._finished, rate)
-        process = _this_process()
-        assigned = sum(len(w.queue) for w in self.workers.values())
-        return {
-            "version": SNAPSHOT_VERSION,
-            "time": time.time(),
-            "scheduler": {
-                "pid": os.getpid(),
-                "uptime": now - self.started,
-                "cpu": process.cpu_percent(),
-                "memory": process.memory_info().rss,
-                "tasks_per_second": rate,
-                "objects": len(self.objects),
-                "object_bytes": self.objects.nbytes,
-            },
-            "tasks": {"pending": len(self.pending), "assigned": assigned, "finished": self._finished},
-            "workers": [
-                {
-                    "id": w.number,
-                    "name": w.name,
-                    "host": w.host,
-                    "pid": w.pid,
-                    "tags": sorted(w.tags),
-                    "processors": w.processors,
-                    "cpu": w.cpu,
-                    "memory": w.memory,
-                    "queued": max(0, len(w.queue) - w.running),
-                    "running": w.running,
-                    "done": w.done,
-                    "heartbeat_lag": now - w.last_seen,
-                }
-                for w in self.workers.values()
-            ],
-            "clients": [
-                {"id": c.number, "name": c.name, "host": c.host, "pid": c.pid,
-                 "tasks": len(c.tasks), "submitted": c.submitted, "done": c.done}
-                for c in self.clients.values()
-            ],
-        }
-
     _HANDLERS = {
         ClientHello: _on_client_hello,
         ClientBye: _on_client_bye,
@@ -529,18 +556,20 @@ class SchedulerState:
         Heartbeat: _on_heartbeat,
         Results: _on_results,
         Output: _on_output,
+        TakenBack: _on_taken_back,
     }
 
 
 
-_process: psutil.Process | None = None
+_MAX_REPORTED = 1 << 53  # no real pid, memory size or count is larger
+_MAX_PROCESSORS = 4096
 
 
-def _this_process() -> psutil.Process:
-    global _process
-    if _process is None:
-        _process = psutil.Process()
-    return _process
+def _clamp(value, low, high):
+    return min(max(value, low), high)
+
+
+_UNKNOWN_PEER = "this scheduler does not know you (it restarted, or declared you dead): connect again"
 
 
 def _version_mismatch(version: int) -> Rejected:

@@ -42,6 +42,8 @@ from scaler_jupyter.protocol import (
     Results,
     Shutdown,
     Status,
+    TakeBack,
+    TakenBack,
     TaskBlocked,
     TaskResult,
     TaskSpec,
@@ -143,6 +145,7 @@ class WorkerAgent:
         self._cancelling: set[int] = set()  # cancels sent to a processor, not yet answered
         self._start_failures = 0
         self._hello_sent = False
+        self._welcomed = False
         self._started = time.monotonic()
         self._results: list[TaskResult] = []
         self._mean_task_seconds: float | None = None
@@ -191,7 +194,8 @@ class WorkerAgent:
                 now = time.monotonic()
                 if now >= next_heartbeat:
                     self._say_hello_when_ready()
-                    self._send(self._heartbeat())
+                    if self._welcomed:  # before that, the scheduler does not know us
+                        self._send(self._heartbeat())
                     next_heartbeat = now + self.config.heartbeat
                     if now - last_heard > self.config.death_timeout:
                         logger.error("scheduler silent for %.0fs: worker %s exits", now - last_heard, self.name)
@@ -236,8 +240,7 @@ class WorkerAgent:
     # -- from the scheduler --------------------------------------------------
 
     def _receive_from_scheduler(self) -> None:
-        while (item := transport.receive(self._scheduler)) is not None:
-            _, frames = item
+        while (frames := transport.receive(self._scheduler)) is not None:
             try:
                 message = decode(frames)
             except ProtocolError as exc:
@@ -257,11 +260,26 @@ class WorkerAgent:
             elif isinstance(message, Shutdown):
                 logger.info("scheduler asked worker %s to stop: %s", self.name, message.reason)
                 self._running = False
+            elif isinstance(message, TakeBack):
+                returned = self._queue.remove(set(message.task_ids))  # only tasks no processor has
+                self._send(TakenBack([spec.task_id for spec in returned]))
             elif isinstance(message, Rejected):
-                logger.error("scheduler rejected worker %s: %s", self.name, message.reason)
-                self._running = False
-            elif isinstance(message, WorkerWelcome | Heartbeat):
+                self._on_rejected(message.reason)
+            elif isinstance(message, WorkerWelcome):
+                self._welcomed = True
+            elif isinstance(message, Heartbeat):
                 pass
+
+    def _on_rejected(self, reason: str) -> None:
+        if not self._welcomed:  # refused at hello (another protocol version): nothing to retry
+            logger.error("scheduler rejected worker %s: %s", self.name, reason)
+            self._running = False
+            return
+        # The scheduler lost track of us and gave our tasks to others: drop them and join again.
+        logger.warning("scheduler forgot worker %s (%s): joining again", self.name, reason)
+        self._queue = _WaitingTasks()
+        self._welcomed = self._hello_sent = False
+        self._say_hello_when_ready()
 
     def _cancel(self, task_ids: set[int]) -> None:
         for spec in self._queue.remove(task_ids):

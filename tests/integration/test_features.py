@@ -553,7 +553,6 @@ def test_cli_help(command):
     assert all(option in done.stdout for option in expected)
 
 
-@pytest.mark.xfail(strict=True, reason="DESIGN §3 documents these scheduler options; the engine lacks them so far")
 def test_cli_scheduler_has_the_documented_monitor_and_balancing_options():
     done = subprocess.run([sys.executable, "-m", "scaler_jupyter", "scheduler", "--help"],
                           capture_output=True, text=True, timeout=30)

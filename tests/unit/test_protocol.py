@@ -68,8 +68,9 @@ _SAMPLES = {
     "Assign": lambda cls: cls([ObjectSpec(FUNCTION_ID, Payload([b"function"]))], [full_spec()]),
     "TaskBlocked": lambda cls: cls(7),
     "Shutdown": lambda cls: cls("the cluster stops"),
-    "ProcessorHello": lambda cls: cls(789),
     "Rejected": lambda cls: cls("submit before hello"),
+    "TakeBack": lambda cls: cls([11, 12]),
+    "TakenBack": lambda cls: cls([12]),
 }
 
 

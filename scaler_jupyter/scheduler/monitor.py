@@ -1,0 +1,190 @@
+"""The monitor snapshot: what ``Client.status()`` returns and the monitor feed publishes.
+
+One snapshot is a plain dict (msgpack- and JSON-friendly). This docstring is its
+specification; ``SNAPSHOT_VERSION`` goes up when a key is removed or renamed or
+changes its meaning or unit. New keys may appear without a new version, so a
+reader ignores keys it does not know.
+
+Counts are of *now* unless marked cumulative (since the scheduler started).
+Times are seconds, memory is bytes, CPU is percent of one core (so a process
+busy on two cores reads 200).
+
+- ``version`` (int): ``SNAPSHOT_VERSION``.
+- ``time`` (float): when the snapshot was taken, seconds since the Unix epoch.
+- ``scheduler`` (dict):
+    - ``address`` (str): the address clients and workers connect to; ``""`` for a state with no server.
+    - ``monitor_address`` (str): where the feed is published; ``""`` if it is not.
+    - ``pid`` (int): the scheduler's process id.
+    - ``uptime`` (float): seconds since the scheduler started.
+    - ``cpu`` (float): the scheduler process's CPU, percent of one core, since the previous snapshot.
+    - ``memory`` (int): its resident memory, bytes.
+    - ``tasks_per_second`` (float): tasks finished per second over the last ``RATE_WINDOW`` seconds
+      (or since the previous snapshot, if that is older).
+    - ``objects`` (int): payloads in the object store (functions, ``send_object`` data).
+    - ``object_bytes`` (int): their total size, bytes.
+- ``tasks`` (dict), totals by state:
+    - ``pending`` (int): waiting for a worker.
+    - ``assigned`` (int): in a worker's queue, started or not (``queued + running``).
+    - ``queued`` (int): in a worker's queue, not started.
+    - ``running`` (int): running in a processor, as of each worker's last heartbeat (at most ``assigned``).
+    - ``held`` (int): every task the scheduler holds (pending, assigned, or on its way between workers).
+    - ``finished`` (int, cumulative): tasks ended: succeeded, failed, crashed or cancelled.
+- ``workers`` (list, in the order they joined), each a dict:
+    - ``id`` (int): the worker's number, unique within this scheduler.
+    - ``name``, ``host`` (str); ``pid`` (int): as the worker reported them.
+    - ``tags`` (list of str, sorted): what tasks it can run.
+    - ``processors`` (int): processes that run its tasks.
+    - ``cpu`` (float): agent and processors together, percent of one core, at the last heartbeat.
+    - ``memory`` (int): their resident memory together, bytes, at the last heartbeat.
+    - ``queued`` (int): tasks it holds and has not started.
+    - ``running`` (int): tasks running in its processors, as of its last heartbeat.
+    - ``done`` (int, cumulative): tasks it finished.
+    - ``heartbeat_lag`` (float): seconds since the scheduler last heard from it.
+- ``clients`` (list, in the order they connected), each a dict:
+    - ``id`` (int): the client's number; ``name``, ``host`` (str); ``pid`` (int).
+    - ``tasks`` (int): its live tasks (pending or assigned).
+    - ``submitted``, ``done`` (int, cumulative): tasks it submitted, and those that ended.
+- ``graphs`` (list): the state of every task of every running graph, for DAG panels.
+  Empty until graphs run scheduler-side.
+
+On the feed, each snapshot is one ZeroMQ message of two frames: the topic
+``TOPIC`` and the msgpack-encoded snapshot (:func:`encode_snapshot`,
+:func:`decode_snapshot`). Subscribe to ``TOPIC`` with a SUB socket.
+
+The tasks/s meter and the process handle for CPU are kept here, beside the
+scheduler's state rather than in it, in one :class:`Monitor` per state.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+import weakref
+from typing import TYPE_CHECKING
+
+import msgpack
+import psutil
+
+if TYPE_CHECKING:
+    from scaler_jupyter.scheduler.state import SchedulerState
+
+SNAPSHOT_VERSION = 1
+TOPIC = b"status"
+RATE_WINDOW = 2.0  # seconds over which tasks/s is measured
+
+
+class Monitor:
+    """What the snapshot needs beside a scheduler's state: its addresses, a tasks/s meter, a process handle."""
+
+    __slots__ = ("_process", "_samples", "address", "monitor_address")
+
+    def __init__(self, started: float) -> None:
+        self.address = ""
+        self.monitor_address = ""
+        # (time, finished count) samples; none had finished when the scheduler started
+        self._samples: collections.deque[tuple[float, int]] = collections.deque([(started, 0)])
+        self._process = psutil.Process()
+
+    def tasks_per_second(self, now: float, finished: int) -> float:
+        """Tasks finished per second over the last ``RATE_WINDOW`` seconds, given the cumulative count."""
+        samples = self._samples
+        if not samples or now - samples[-1][0] >= RATE_WINDOW / 8:  # a few samples per window, however often asked
+            samples.append((now, finished))
+        while len(samples) > 1 and samples[1][0] <= now - RATE_WINDOW:
+            samples.popleft()
+        then, finished_then = samples[0]
+        return (finished - finished_then) / (now - then) if now > then else 0.0
+
+    def cpu_and_memory(self) -> tuple[float, int]:
+        """This process's CPU (percent of one core, since the previous call) and resident memory (bytes)."""
+        return self._process.cpu_percent(), self._process.memory_info().rss
+
+
+_monitors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def monitor_of(state: SchedulerState) -> Monitor:
+    """The :class:`Monitor` of ``state``, made on first use and gone with the state."""
+    monitor = _monitors.get(state)
+    if monitor is None:
+        monitor = _monitors[state] = Monitor(state.started)
+    return monitor
+
+
+def build_snapshot(state: SchedulerState, now: float) -> dict:
+    """The snapshot of ``state`` at monotonic time ``now``, in the format documented above.
+
+    Costs a pass over workers and clients, never over tasks, so it stays cheap with
+    100,000 tasks queued.
+    """
+    monitor = monitor_of(state)
+    finished = state._finished  # cumulative; the state keeps it private, the monitor only reads it
+    cpu, memory = monitor.cpu_and_memory()
+    workers = []
+    assigned = running = 0
+    for w in state.workers.values():
+        held = len(w.queue)
+        busy = min(w.running, held)  # a heartbeat may lag behind a finished task
+        assigned += held
+        running += busy
+        workers.append({
+            "id": w.number,
+            "name": w.name,
+            "host": w.host,
+            "pid": w.pid,
+            "tags": sorted(map(str, w.tags)),  # str: a peer's odd tag must not break every snapshot after it
+            "processors": w.processors,
+            "cpu": w.cpu,
+            "memory": w.memory,
+            "queued": held - busy,
+            "running": w.running,
+            "done": w.done,
+            "heartbeat_lag": now - w.last_seen,
+        })
+    return {
+        "version": SNAPSHOT_VERSION,
+        "time": time.time(),
+        "scheduler": {
+            "address": monitor.address,
+            "monitor_address": monitor.monitor_address,
+            "pid": os.getpid(),
+            "uptime": now - state.started,
+            "cpu": cpu,
+            "memory": memory,
+            "tasks_per_second": monitor.tasks_per_second(now, finished),
+            "objects": len(state.objects),
+            "object_bytes": state.objects.nbytes,
+        },
+        "tasks": {
+            "pending": len(state.pending),
+            "assigned": assigned,
+            "queued": assigned - running,
+            "running": running,
+            "held": len(state.tasks),
+            "finished": finished,
+        },
+        "workers": workers,
+        "clients": [
+            {"id": c.number, "name": c.name, "host": c.host, "pid": c.pid,
+             "tasks": len(c.tasks), "submitted": c.submitted, "done": c.done}
+            for c in state.clients.values()
+        ],
+        "graphs": [],
+    }
+
+
+def encode_snapshot(snapshot: dict) -> list[bytes]:
+    """The frames of one feed message: ``[TOPIC, msgpack(snapshot)]``."""
+    return [TOPIC, msgpack.packb(snapshot)]
+
+
+def decode_snapshot(frames: list) -> dict | None:
+    """The snapshot in one feed message, or None if the message is not a snapshot (another topic, garbage)."""
+    if len(frames) != 2 or bytes(frames[0]) != TOPIC:
+        return None
+    try:
+        snapshot = msgpack.unpackb(frames[1], raw=False, strict_map_key=False)
+    except Exception:  # msgpack raises many types on garbage
+        return None
+    return snapshot if isinstance(snapshot, dict) and "version" in snapshot else None

@@ -1,0 +1,205 @@
+"""The monitor snapshot, built from a SchedulerState driven by messages: no sockets, a fake clock."""
+
+from __future__ import annotations
+
+import re
+
+import msgpack
+import pytest
+
+from scaler_jupyter.protocol import (
+    PROTOCOL_VERSION,
+    ClientHello,
+    Heartbeat,
+    ObjectSpec,
+    Payload,
+    Results,
+    Submit,
+    TaskResult,
+    TaskSpec,
+    WorkerHello,
+)
+from scaler_jupyter.protocol.messages import Status
+from scaler_jupyter.scheduler import monitor
+from scaler_jupyter.scheduler.monitor import (
+    RATE_WINDOW,
+    SNAPSHOT_VERSION,
+    TOPIC,
+    build_snapshot,
+    decode_snapshot,
+    encode_snapshot,
+    monitor_of,
+)
+from scaler_jupyter.scheduler.server import default_monitor_address
+from scaler_jupyter.scheduler.state import SchedulerState
+
+FN = b"F" * 16
+CLIENT, W1, W2 = b"client", b"w1", b"w2"
+
+# The documented format, as a shape: keys, nested; a list of records by one record.
+FORMAT = {
+    "version": None,
+    "time": None,
+    "scheduler": {key: None for key in ("address", "monitor_address", "pid", "uptime", "cpu", "memory",
+                                        "tasks_per_second", "objects", "object_bytes")},
+    "tasks": {key: None for key in ("pending", "assigned", "queued", "running", "held", "finished")},
+    "workers": [{key: None for key in ("id", "name", "host", "pid", "tags", "processors", "cpu", "memory",
+                                       "queued", "running", "done", "heartbeat_lag")}],
+    "clients": [{key: None for key in ("id", "name", "host", "pid", "tasks", "submitted", "done")}],
+    "graphs": None,
+}
+
+
+def shape(value) -> object:
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return [shape(value[0])]
+    return None
+
+
+def spec(task_id: int) -> TaskSpec:
+    return TaskSpec(task_id, FN, Payload([b"args"]), [], None, [], 0, None)
+
+
+def ok(task_id: int) -> TaskResult:
+    return TaskResult(task_id, Status.OK, Payload([b"result"]), "", [0.01, 0.01, 1000])
+
+
+class Cluster:
+    """A SchedulerState with a fake clock, fed the messages a client and its workers would send."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.state = SchedulerState(now=self.now)
+
+    def send(self, peer: bytes, message) -> None:
+        self.state.on_message(peer, message, self.now)
+        self.state.flush()
+
+    def snapshot(self) -> dict:
+        return build_snapshot(self.state, self.now)
+
+
+@pytest.fixture
+def cluster() -> Cluster:
+    """One client, worker ``w1`` (one processor) and ``w2`` (two, tagged gpu); 20 tasks submitted."""
+    c = Cluster()
+    c.send(CLIENT, ClientHello(PROTOCOL_VERSION, "notebook", "laptop", 11, True))
+    c.send(W1, WorkerHello(PROTOCOL_VERSION, "w-one", "node-a", 21, 1, []))
+    c.send(W2, WorkerHello(PROTOCOL_VERSION, "w-two", "node-b", 22, 2, ["gpu", "big"]))
+    c.send(CLIENT, Submit([ObjectSpec(FN, Payload([b"f" * 10]))], [spec(i) for i in range(1, 21)]))
+    return c
+
+
+def test_the_snapshot_has_the_documented_keys(cluster):
+    snapshot = cluster.snapshot()
+    assert shape(snapshot) == FORMAT
+    assert snapshot["version"] == SNAPSHOT_VERSION
+    assert snapshot["graphs"] == []
+    assert msgpack.unpackb(msgpack.packb(snapshot), raw=False) == snapshot  # it travels as msgpack
+
+
+def test_every_key_is_documented_in_the_module():
+    documented = set(re.findall(r"``(\w+)``", monitor.__doc__))
+    keys = set()
+
+    def collect(value) -> None:
+        if isinstance(value, dict):
+            keys.update(value)
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, list):
+            for item in value:
+                collect(item)
+
+    collect(FORMAT)
+    assert keys <= documented, f"undocumented: {sorted(keys - documented)}"
+
+
+def test_workers_and_clients_as_the_messages_left_them(cluster):
+    cluster.send(W2, Heartbeat(150.0, 2_000_000, 0, 2))
+    cluster.now += 1.5
+    snapshot = cluster.snapshot()
+    one, two = snapshot["workers"]  # in the order they joined
+    assert (one["name"], one["host"], one["pid"], one["tags"], one["processors"]) == ("w-one", "node-a", 21, [], 1)
+    assert (two["tags"], two["processors"], two["cpu"], two["memory"]) == (["big", "gpu"], 2, 150.0, 2_000_000)
+    held_by_two = two["queued"] + two["running"]
+    assert two["running"] == 2 and held_by_two > 2
+    assert one["heartbeat_lag"] == pytest.approx(1.5) and two["heartbeat_lag"] == pytest.approx(1.5)
+    [client] = snapshot["clients"]
+    assert (client["name"], client["host"], client["pid"]) == ("notebook", "laptop", 11)
+    assert (client["tasks"], client["submitted"], client["done"]) == (20, 20, 0)
+    assert snapshot["scheduler"]["uptime"] == pytest.approx(1.5)
+    assert snapshot["scheduler"]["objects"] == 1 and snapshot["scheduler"]["object_bytes"] == 10
+
+
+def test_totals_by_task_state(cluster):
+    queues = {w["name"]: w["queued"] for w in cluster.snapshot()["workers"]}
+    assigned = sum(queues.values())
+    assert 0 < assigned < 20  # the workers' queues are bounded; the rest wait
+    cluster.send(W1, Heartbeat(0.0, 0, 0, 1))
+    cluster.send(W1, Results([ok(task_id) for task_id in list(cluster.state.workers[W1].queue)[:2]]))
+    tasks = cluster.snapshot()["tasks"]
+    assert tasks["finished"] == 2
+    assert tasks["held"] == 18 == tasks["pending"] + tasks["assigned"]
+    assert tasks["assigned"] == tasks["queued"] + tasks["running"] and tasks["running"] == 1
+    assert cluster.snapshot()["clients"][0]["done"] == 2
+
+
+def test_tasks_per_second_over_the_last_window(cluster):
+    assert cluster.snapshot()["scheduler"]["tasks_per_second"] == 0.0
+    cluster.now += 1.0
+    cluster.send(W1, Results([ok(task_id) for task_id in list(cluster.state.workers[W1].queue)[:3]]))
+    assert cluster.snapshot()["scheduler"]["tasks_per_second"] == pytest.approx(3 / 1.0)
+    cluster.now += RATE_WINDOW  # nothing finished since: the rate falls back to 0
+    assert cluster.snapshot()["scheduler"]["tasks_per_second"] == 0.0
+
+
+def test_the_rate_counts_from_the_start_when_first_asked_late(cluster):
+    cluster.send(W1, Results([ok(task_id) for task_id in list(cluster.state.workers[W1].queue)[:4]]))
+    cluster.now += 2.0
+    assert cluster.snapshot()["scheduler"]["tasks_per_second"] == pytest.approx(4 / 2.0)
+
+
+def test_addresses_come_from_the_server():
+    state = SchedulerState(now=0.0)
+    assert build_snapshot(state, 0.0)["scheduler"]["address"] == ""  # no server around this state
+    monitor_of(state).address, monitor_of(state).monitor_address = "tcp://10.0.0.1:2345", "tcp://10.0.0.1:2346"
+    scheduler = build_snapshot(state, 1.0)["scheduler"]
+    assert (scheduler["address"], scheduler["monitor_address"]) == ("tcp://10.0.0.1:2345", "tcp://10.0.0.1:2346")
+    assert monitor_of(SchedulerState(now=0.0)).address == ""  # one monitor per state
+
+
+def test_feed_frames_round_trip(cluster):
+    snapshot = cluster.snapshot()
+    frames = encode_snapshot(snapshot)
+    assert frames[0] == TOPIC
+    assert decode_snapshot(frames) == snapshot
+
+
+@pytest.mark.parametrize("frames", [[b"graphs", msgpack.packb({"version": 1})], [TOPIC, b"\xc1garbage"],
+                                    [TOPIC, msgpack.packb([1, 2])], [TOPIC], []])
+def test_feed_messages_that_are_not_snapshots_decode_to_none(frames):
+    assert decode_snapshot(frames) is None
+
+
+@pytest.mark.parametrize(("requested", "bound", "expected"), [
+    ("tcp://127.0.0.1:2345", "tcp://127.0.0.1:2345", "tcp://127.0.0.1:2346"),
+    ("tcp://*:2345", "tcp://0.0.0.0:2345", "tcp://0.0.0.0:2346"),
+    ("tcp://127.0.0.1:0", "tcp://127.0.0.1:41234", "tcp://127.0.0.1:0"),  # any free port, as the scheduler's
+    ("tcp://[::1]:2345", "tcp://[::1]:2345", "tcp://[::1]:2346"),
+])
+def test_the_default_monitor_address_is_the_next_port(requested, bound, expected):
+    assert default_monitor_address(requested, bound) == expected
+
+
+def test_no_default_monitor_address_off_tcp():
+    with pytest.raises(ValueError, match="--monitor-address"):
+        default_monitor_address("ipc:///tmp/scheduler", "ipc:///tmp/scheduler")
+
+
+def test_a_peer_s_odd_tags_do_not_break_the_snapshot(cluster):
+    cluster.state.workers[W1].tags = frozenset({True, "gpu", 3})  # what a fuzzed WorkerHello can leave
+    [odd, _] = cluster.snapshot()["workers"]
+    assert odd["tags"] == sorted(["True", "gpu", "3"])
