@@ -31,6 +31,8 @@ test: lint  ## every test, with real processes
 
 bench: $(VENV)/.bench  ## side-by-side measurements against the peers
 	$(PY) benchmarks/engine.py
+	$(PY) benchmarks/resilience.py
+	$(PY) benchmarks/scheduler_scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -8,8 +8,11 @@ import os
 import signal
 import sys
 
+from scaler_jupyter.errors import KeysError
 from scaler_jupyter.scheduler.state import SchedulerConfig
 from scaler_jupyter.worker.agent import AgentConfig
+
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
 def _scheduler(args: argparse.Namespace) -> None:
@@ -18,14 +21,20 @@ def _scheduler(args: argparse.Namespace) -> None:
     config = SchedulerConfig(worker_timeout=args.worker_timeout, client_timeout=args.client_timeout,
                              max_retries=args.max_retries, max_waiting=args.max_waiting,
                              balance_interval=args.balance_interval,
-                             monitor_address=args.monitor_address, monitor_interval=args.monitor_interval)
+                             monitor_address=args.monitor_address, monitor_interval=args.monitor_interval,
+                             keys=args.keys, protected=args.protected)
+    host = args.address.partition("://")[2].rpartition(":")[0]
+    if not args.keys and args.address.startswith("tcp://") and host not in _LOOPBACK:
+        logging.getLogger(__name__).warning(
+            "listening on %s without --keys: anyone who can reach it can run code on its workers; "
+            "see `scaler-jupyter keys --help`", args.address)
     run_scheduler(args.address, config, ready_fd=args.ready_fd)
 
 
 def _agent_config(args: argparse.Namespace, name: str = "") -> AgentConfig:
     tags = tuple(t for t in args.tags.split(",") if t) if args.tags else ()
     return AgentConfig(processors=args.processors, tags=tags, heartbeat=args.heartbeat,
-                       death_timeout=args.death_timeout, name=name)
+                       death_timeout=args.death_timeout, name=name, keys=args.keys)
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -37,11 +46,14 @@ def _worker(args: argparse.Namespace) -> None:
 def _cluster(args: argparse.Namespace) -> None:
     """N workers in one command: each its own process, all stopped together."""
     from scaler_jupyter.processes import spawn, stop
+    from scaler_jupyter.security import load_keys
 
     worker_args = ["--processors", str(args.processors), "--heartbeat", str(args.heartbeat),
                    "--death-timeout", str(args.death_timeout)]
     if args.tags:
         worker_args += ["--tags", args.tags]
+    if args.keys:
+        worker_args += ["--keys", str(load_keys(args.keys).directory)]  # checked once, not in N logs
     workers = [spawn(["-m", "scaler_jupyter", "worker", args.address, *worker_args]) for _ in range(args.n)]
 
     def interrupt(*_):
@@ -61,7 +73,20 @@ def _cluster(args: argparse.Namespace) -> None:
 def _top(args: argparse.Namespace) -> None:
     from scaler_jupyter.top import run_top
 
-    sys.exit(run_top(args.address, monitor_address=args.monitor_address, timeout=args.timeout))
+    sys.exit(run_top(args.address, monitor_address=args.monitor_address, timeout=args.timeout, keys=args.keys))
+
+
+def _keys(args: argparse.Namespace) -> None:
+    from scaler_jupyter.security import ClusterKeys
+
+    keys = ClusterKeys.create(args.directory, force=args.force)
+    print(f"wrote a cluster key set in {keys.directory}:\n"
+          "  scheduler.key_secret, client.key     the scheduler's host needs these\n"
+          "  scheduler.key, client.key_secret     every worker, client and `top` host needs these\n"
+          "the .key_secret files are secret: copy them only over a secure channel. Then:\n"
+          f"  scaler-jupyter scheduler tcp://0.0.0.0:2345 --keys {keys.directory}\n"
+          f"  scaler-jupyter cluster tcp://HOST:2345 -n 4 --keys {keys.directory}\n"
+          f"  Client('tcp://HOST:2345', keys='{keys.directory}')")
 
 
 def _positive(text: str) -> float:
@@ -78,6 +103,13 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats (default 1)")
     parser.add_argument("--death-timeout", type=float, default=30.0,
                         help="exit after the scheduler has been silent this many seconds (default 30)")
+    _add_keys_option(parser)
+
+
+def _add_keys_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keys", metavar="DIR", default=None,
+                        help="the cluster's keys directory, written by `scaler-jupyter keys DIR`, for a scheduler "
+                             "that requires keys (default: none)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -106,6 +138,11 @@ def parser() -> argparse.ArgumentParser:
                                 "or any free port if the scheduler's port is 0)")
     scheduler.add_argument("--monitor-interval", type=_positive, default=defaults.monitor_interval,
                            help="seconds between monitor snapshots (default %(default)s)")
+    scheduler.add_argument("--keys", metavar="DIR", default=None,
+                           help="require CurveZMQ keys: encrypt all traffic and admit only workers, clients and "
+                                "`top` holding the keys in DIR (written by `scaler-jupyter keys DIR`)")
+    scheduler.add_argument("--protected", action="store_true",
+                           help="refuse remote shutdown (Client.shutdown_cluster()): stop only with a signal here")
     scheduler.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     scheduler.set_defaults(run=_scheduler)
 
@@ -128,7 +165,17 @@ def parser() -> argparse.ArgumentParser:
                      help="the scheduler's monitor feed (default: ask the scheduler at ADDRESS)")
     top.add_argument("--timeout", type=_positive, default=10.0,
                      help="seconds to wait for the scheduler to answer (default %(default)s)")
+    _add_keys_option(top)
     top.set_defaults(run=_top)
+
+    keys = commands.add_parser("keys", help="write a CurveZMQ key set for a cluster that requires keys",
+                               parents=[common],
+                               description="Writes scheduler.key[_secret] and client.key[_secret] in DIR (created "
+                                           "owner-only if missing; secret files mode 600). Start the scheduler, "
+                                           "workers, clients and top with --keys DIR.")
+    keys.add_argument("directory", metavar="DIR", help="where to write the keys")
+    keys.add_argument("--force", action="store_true", help="replace the keys already in DIR")
+    keys.set_defaults(run=_keys)
     return root
 
 
@@ -139,7 +186,10 @@ def main(argv: list[str] | None = None) -> None:
     from scaler_jupyter.processes import exit_with_parent
 
     exit_with_parent()
-    args.run(args)
+    try:
+        args.run(args)
+    except KeysError as exc:  # a user's mistake with a clear message: no traceback
+        sys.exit(f"scaler-jupyter {args.command}: {exc}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import time
 import weakref
 
 from scaler_jupyter.processes import spawn, stop
+from scaler_jupyter.security import ClusterKeys
 
 _live: weakref.WeakSet = weakref.WeakSet()
 
@@ -24,22 +25,28 @@ def _close_all() -> None:
 class LocalCluster:
     """A scheduler and ``n_workers`` workers on this machine, stopped by :meth:`close` or with this process.
 
-    ``address`` defaults to a free port on 127.0.0.1. ``scheduler_args`` and
-    ``worker_args`` are extra command-line arguments (see ``scaler-jupyter
-    scheduler --help``), so that every setting has one spelling.
+    ``address`` defaults to a free port on 127.0.0.1. ``keys`` is a directory written
+    by ``scaler-jupyter keys``: the scheduler then admits only peers holding its keys
+    (``Client(cluster.address, keys=...)``). ``scheduler_args`` and ``worker_args``
+    are extra command-line arguments (see ``scaler-jupyter scheduler --help``), so
+    that every setting has one spelling.
     """
 
     def __init__(self, n_workers: int | None = None, processors_per_worker: int = 1, tags: tuple[str, ...] = (),
                  address: str | None = None, scheduler_args: tuple[str, ...] = (), worker_args: tuple[str, ...] = (),
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, keys: str | os.PathLike | None = None) -> None:
         self.processors_per_worker = processors_per_worker
         self.tags = tuple(tags)
         self.timeout = timeout
-        self._worker_args = tuple(worker_args)
+        # checked here, so that a missing key file is an error in this process, not a child's log line
+        self.keys: str | None = (None if keys is None else
+                                 str(ClusterKeys(keys).check_scheduler().check_client().directory))
+        keys_args = ("--keys", self.keys) if self.keys else ()
+        self._worker_args = (*keys_args, *worker_args)
         self._workers: list[subprocess.Popen] = []
         ready_r, ready_w = os.pipe()
         self._scheduler = spawn(["-m", "scaler_jupyter", "scheduler", address or "tcp://127.0.0.1:0",
-                                 "--ready-fd", str(ready_w), *scheduler_args], pass_fds=(ready_w,))
+                                 "--ready-fd", str(ready_w), *keys_args, *scheduler_args], pass_fds=(ready_w,))
         os.close(ready_w)
         _live.add(self)
         try:
@@ -82,7 +89,7 @@ class LocalCluster:
         from scaler_jupyter.client import Client
 
         deadline = time.monotonic() + self.timeout
-        with Client(self.address, timeout=self.timeout, name="local-cluster") as client:
+        with Client(self.address, timeout=self.timeout, name="local-cluster", keys=self.keys) as client:
             while len(client.status()["workers"]) != n:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{n} workers did not join {self.address} within {self.timeout:.0f}s")

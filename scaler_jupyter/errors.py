@@ -31,6 +31,18 @@ class ConnectionLostError(ScalerJupyterError):
     """The client lost its scheduler; pending futures fail with this error."""
 
 
+class KeysError(ScalerJupyterError, OSError):
+    """A keys directory is missing, incomplete or unreadable, or writing keys would replace existing ones."""
+
+
+class AuthenticationError(ScalerJupyterError, ConnectionError):
+    """The scheduler refused this peer's security handshake: its keys are not the cluster's, or it has none."""
+
+
+class ShutdownRefusedError(ScalerJupyterError, PermissionError):
+    """The scheduler refused to shut down: it was started with ``--protected``."""
+
+
 class RemoteError(ScalerJupyterError):
     """A task raised an exception that could not be sent back as itself; its type and text are kept."""
 

@@ -5,6 +5,8 @@ ADDRESS for one snapshot (a ``StatusRequest``, answered without joining as a
 client), which names the feed's address and is drawn at once. Then it subscribes
 to the feed (see ``scaler_jupyter.scheduler.monitor``) and redraws on every
 snapshot, and once a second regardless so a silent scheduler shows as such.
+Against a scheduler started with ``--keys``, both sockets need the cluster's keys
+(``top --keys DIR``), as every client does.
 
 Keys sort the worker table (``SORT_KEYS``; the same key again reverses the order)
 and ``q`` quits. The terminal is put in cbreak mode, so keys arrive one at a time
@@ -29,10 +31,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from scaler_jupyter.errors import ProtocolError
+from scaler_jupyter.errors import AuthenticationError, KeysError, ProtocolError
 from scaler_jupyter.protocol import Rejected, StatusReply, StatusRequest, decode
 from scaler_jupyter.protocol.transport import send
 from scaler_jupyter.scheduler.monitor import TOPIC, decode_snapshot
+from scaler_jupyter.security import ClusterKeys, HandshakeWatch, load_keys
 
 # key -> (worker field, what the footer calls it, largest first)
 SORT_KEYS: dict[str, tuple[str, str, bool]] = {
@@ -164,18 +167,30 @@ def _duration(seconds: float) -> str:
 # Talking to the scheduler
 
 
-def request_snapshot(address: str, timeout: float, context: zmq.Context | None = None) -> dict:
+def request_snapshot(address: str, timeout: float, context: zmq.Context | None = None,
+                     keys: ClusterKeys | None = None) -> dict:
     """Ask the scheduler at ``address`` for one snapshot, without joining it as a client."""
     ctx = context or zmq.Context.instance()
     socket = ctx.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
+    if keys is not None:
+        keys.connect(socket)
+    handshakes = HandshakeWatch(socket, keyed=keys is not None)
+    poller = zmq.Poller()
+    poller.register(socket, zmq.POLLIN)
+    poller.register(handshakes.socket, zmq.POLLIN)
     try:
         socket.connect(address)
         send(socket, StatusRequest(1))
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
-            if not socket.poll(remaining * 1000):
-                break
+            events = dict(poller.poll(remaining * 1000))
+            if handshakes.socket in events:
+                handshakes.read()
+                if handshakes.definite:
+                    raise AuthenticationError(f"cannot join the scheduler at {address}: {handshakes.failure}")
+            if socket not in events:
+                continue
             try:
                 message = decode(socket.recv_multipart())
             except ProtocolError as exc:
@@ -184,9 +199,13 @@ def request_snapshot(address: str, timeout: float, context: zmq.Context | None =
                 return message.snapshot
             if isinstance(message, Rejected):
                 raise ConnectionError(f"the scheduler at {address} refused: {message.reason}")
+        if handshakes.failure is not None:
+            raise TimeoutError(f"could not join the scheduler at {address} within {timeout:g}s: "
+                               f"{handshakes.failure}")
         raise TimeoutError(f"no scheduler answered at {address} within {timeout:g}s: "
                            "check the address, and that the scheduler runs")
     finally:
+        handshakes.close()
         socket.close()
 
 
@@ -232,16 +251,26 @@ def _cbreak(fd: int | None) -> Iterator[None]:
 
 
 def run_top(address: str, monitor_address: str | None = None, timeout: float = 10.0,
-            console: Console | None = None) -> int:
-    """Show the live table until ``q`` (exit code 0) or Ctrl-C (130); 1 if the scheduler cannot be reached."""
+            console: Console | None = None, keys: str | os.PathLike | None = None) -> int:
+    """Show the live table until ``q`` (exit code 0) or Ctrl-C (130); 1 if the scheduler cannot be reached.
+
+    ``keys`` is the cluster's keys directory, for a scheduler started with ``--keys``.
+    """
     console = console or Console(highlight=False)
+    try:
+        cluster_keys = load_keys(keys)
+    except KeysError as exc:
+        print(f"scaler-jupyter top: {exc}", file=sys.stderr)
+        return 1
     context = zmq.Context()
     feed = context.socket(zmq.SUB)
     feed.setsockopt(zmq.LINGER, 0)
     feed.setsockopt(zmq.SUBSCRIBE, TOPIC)
+    if cluster_keys is not None:
+        cluster_keys.connect(feed)
     try:
         try:
-            first = request_snapshot(address, timeout, context)
+            first = request_snapshot(address, timeout, context, cluster_keys)
             monitor_address = monitor_address or feed_address(first, address)
             if monitor_address is None:
                 raise ConnectionError(f"the scheduler at {address} does not say where its monitor feed is: "

@@ -18,14 +18,17 @@ from scaler_jupyter import task_context
 from scaler_jupyter.client.connection import Connection
 from scaler_jupyter.client.future import Future
 from scaler_jupyter.errors import (
+    AuthenticationError,
     ConnectionLostError,
     NoWorkerError,
     SerializationError,
+    ShutdownRefusedError,
     TaskCrashedError,
     WorkerDiedError,
 )
 from scaler_jupyter.protocol import (
     PROTOCOL_VERSION,
+    TASK_ID_BITS,
     Cancel,
     ClientBye,
     ClientHello,
@@ -36,6 +39,7 @@ from scaler_jupyter.protocol import (
     PutObjects,
     Rejected,
     Results,
+    Shutdown,
     Status,
     StatusReply,
     StatusRequest,
@@ -45,6 +49,7 @@ from scaler_jupyter.protocol import (
     serialization,
 )
 from scaler_jupyter.protocol.serialization import ObjectRef, Serializer
+from scaler_jupyter.security import load_keys
 
 logger = logging.getLogger(__name__)
 
@@ -150,17 +155,23 @@ class Client(concurrent.futures.Executor):
     worker dies fails with :class:`WorkerDiedError` instead of running again.
     ``timeout`` bounds the wait for the scheduler when connecting, and how long it
     may stay silent before every pending future fails with ``ConnectionLostError``.
+    ``keys`` is the directory written by ``scaler-jupyter keys``, for a scheduler
+    started with ``--keys``; inside a task, the task's own scheduler's keys are used.
     """
 
     def __init__(self, address: str | None = None, serializer: Serializer | None = None,
-                 store_tasks: bool = True, timeout: float = 30.0, name: str | None = None) -> None:
+                 store_tasks: bool = True, timeout: float = 30.0, name: str | None = None,
+                 keys: str | os.PathLike | None = None) -> None:
         self._cluster = None
         if address is None:
             address = task_context.scheduler_address()
+        if keys is None and address is not None and address == task_context.scheduler_address():
+            keys = task_context.keys_directory()
+        cluster_keys = load_keys(keys)  # a missing key file is reported here, before anything starts
         if address is None:
             from scaler_jupyter.cluster import LocalCluster
 
-            self._cluster = LocalCluster(n_workers=os.cpu_count() or 1)
+            self._cluster = LocalCluster(n_workers=os.cpu_count() or 1, keys=keys)
             address = self._cluster.address
         self.address = address
         self.serializer = serializer
@@ -171,25 +182,32 @@ class Client(concurrent.futures.Executor):
         self._sent_objects: set[bytes] = set()
         self._function_ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._status_replies: dict[int, concurrent.futures.Future] = {}
+        self._shutdown_reply: concurrent.futures.Future | None = None
+        self._cluster_stopped = False  # the scheduler said it stops: nothing more can reach it
         self._request_ids = itertools.count(1)
         self._welcome = concurrent.futures.Future()
         self._task_ids: Iterator[int] | None = None
         self._closed = False
-        self._connection = Connection(address, self._on_message, self._on_lost, silence_timeout=timeout)
+        self._connection = Connection(address, self._on_message, self._on_lost, silence_timeout=timeout,
+                                      keys=cluster_keys, on_refused=self._on_refused)
         self._connection.send(ClientHello(PROTOCOL_VERSION, name or f"client-{os.getpid()}", socket.gethostname(),
                                           os.getpid(), store_tasks))
         self._serializer_id = self._put(serialization.dumps(serializer)) if serializer is not None else None
         try:
             welcome = self._welcome.result(timeout)
         except concurrent.futures.TimeoutError:
+            failure = self._connection.handshake_failure
             self._close_connection()
-            raise TimeoutError(f"no scheduler answered at {address} within {timeout:.0f}s: "
+            if failure is not None:
+                raise TimeoutError(f"could not join the scheduler at {address} within {timeout:g}s: "
+                                   f"{failure}") from None
+            raise TimeoutError(f"no scheduler answered at {address} within {timeout:g}s: "
                                "is `scaler-jupyter scheduler` running there?") from None
         except BaseException:
             self._close_connection()
             raise
         # task ids are unique across clients: the scheduler's number for this client, then a counter
-        self._task_ids = itertools.count(welcome.client_number << 40)
+        self._task_ids = itertools.count(welcome.client_number << TASK_ID_BITS)
         self.client_number = welcome.client_number
 
     # -- the Executor contract -----------------------------------------------
@@ -284,7 +302,7 @@ class Client(concurrent.futures.Executor):
             threading.Thread(target=close_when_done, name="scaler-jupyter-shutdown", daemon=True).start()
 
     def _close_connection(self) -> None:
-        self._connection.close(ClientBye())
+        self._connection.close(ClientBye(), linger=not self._cluster_stopped)
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
@@ -317,6 +335,26 @@ class Client(concurrent.futures.Executor):
             return reply.result(self.timeout if timeout is None else timeout)
         finally:
             self._status_replies.pop(request_id, None)
+
+    def shutdown_cluster(self, timeout: float | None = None) -> None:
+        """Stop the scheduler and every one of its workers, then this client.
+
+        Every client of the cluster sees its pending futures fail with
+        ``ConnectionLostError``. A scheduler started with ``--protected`` refuses:
+        :class:`~scaler_jupyter.errors.ShutdownRefusedError`, and nothing stops.
+        """
+        self._check_open()
+        reply: concurrent.futures.Future = concurrent.futures.Future()
+        self._shutdown_reply = reply
+        self._connection.send(Shutdown(f"asked by client {self.client_number} on {socket.gethostname()}"))
+        try:
+            reply.result(self.timeout if timeout is None else timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"the scheduler at {self.address} did not answer the shutdown request") from None
+        finally:
+            self._shutdown_reply = None
+        self._closed = True
+        self._close_connection()
 
     def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
         """Block until at least ``n`` workers are connected."""
@@ -403,8 +441,17 @@ class Client(concurrent.futures.Executor):
         elif isinstance(message, ClientWelcome):
             if not self._welcome.done():
                 self._welcome.set_result(message)
+        elif isinstance(message, Shutdown):  # the cluster stops: what is pending will never finish
+            self._cluster_stopped = True
+            self._on_lost(f"the scheduler at {self.address} shut down: {message.reason}")
+            if self._shutdown_reply is not None and not self._shutdown_reply.done():
+                self._shutdown_reply.set_result(message.reason)
         elif isinstance(message, Rejected):
-            if not self._welcome.done():
+            shutdown_reply = self._shutdown_reply
+            if shutdown_reply is not None and not shutdown_reply.done():  # the answer to shutdown_cluster()
+                shutdown_reply.set_exception(ShutdownRefusedError(
+                    f"the scheduler at {self.address} refused to shut down: {message.reason}"))
+            elif not self._welcome.done():
                 self._welcome.set_exception(ConnectionError(f"the scheduler refused this client: {message.reason}"))
             else:  # it dropped us (declared us gone): our tasks are cancelled there
                 self._on_lost(f"the scheduler at {self.address} dropped this client: {message.reason}")
@@ -457,6 +504,13 @@ class Client(concurrent.futures.Executor):
             Status.SERIALIZATION: SerializationError,
         }
         return kinds.get(result.status, ConnectionLostError)(result.message)
+
+    def _on_refused(self, reason: str) -> None:
+        """The scheduler refused our security handshake, as it will every retry."""
+        if not self._welcome.done():
+            self._welcome.set_exception(AuthenticationError(f"cannot join the scheduler at {self.address}: {reason}"))
+        else:  # it changed keys under us: what is pending fails when it is found silent
+            logger.error("the scheduler at %s refused this client on reconnecting: %s", self.address, reason)
 
     def _on_lost(self, reason: str) -> None:
         with self._futures_lock:

@@ -3,6 +3,7 @@
 from scaler_jupyter.protocol.messages import (
     INLINE_LIMIT,
     PROTOCOL_VERSION,
+    TASK_ID_BITS,
     Assign,
     Cancel,
     ClientBye,
@@ -39,6 +40,7 @@ from scaler_jupyter.protocol.messages import (
 __all__ = [
     "INLINE_LIMIT",
     "PROTOCOL_VERSION",
+    "TASK_ID_BITS",
     "Assign",
     "Cancel",
     "ClientBye",

@@ -24,6 +24,7 @@ import msgpack
 from scaler_jupyter.errors import ProtocolError
 
 PROTOCOL_VERSION = 1
+TASK_ID_BITS = 40  # a client's task ids are its number << TASK_ID_BITS plus a counter: unique, and its own
 INLINE_LIMIT = 64 * 1024
 
 
@@ -278,6 +279,10 @@ class TaskBlocked:
 
 @_message(Kind.SHUTDOWN)
 class Shutdown:
+    """Stop. From a client to the scheduler: stop the cluster (refused with ``Rejected`` by a ``--protected``
+    scheduler). From the scheduler to a worker: stop; to a client: the cluster stops. From an agent to a
+    processor: exit."""
+
     KIND: ClassVar[Kind]
     reason: str
 

@@ -17,11 +17,13 @@ from scaler_jupyter.protocol import decode
 from scaler_jupyter.protocol.transport import receive_routed, send
 from scaler_jupyter.scheduler.monitor import TOPIC, build_snapshot, encode_snapshot, monitor_of
 from scaler_jupyter.scheduler.state import SchedulerConfig, SchedulerState
+from scaler_jupyter.security import ClusterKeys
 
 logger = logging.getLogger(__name__)
 
 _DRAIN = 1000  # messages read per turn before the state is flushed, so one busy peer cannot starve the rest
 _TICK = 0.5  # most seconds between liveness checks
+_STOP_LINGER_MS = 2000  # after a client's shutdown, how long the last messages (Shutdown to each peer) may take
 
 
 def zmq_address(address: str) -> str:
@@ -45,9 +47,11 @@ class MonitorFeed:
     subscriber gets one at once rather than an interval later.
     """
 
-    def __init__(self, context: zmq.Context, address: str, interval: float) -> None:
+    def __init__(self, context: zmq.Context, address: str, interval: float, keys: ClusterKeys | None = None) -> None:
         self.interval = interval
         self.socket = context.socket(zmq.XPUB)
+        if keys is not None:  # subscribers need the cluster's keys too: the feed names every worker and client
+            keys.serve(self.socket)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, 8)  # a stalled subscriber misses snapshots; our memory does not grow
         self.socket.setsockopt(zmq.XPUB_VERBOSE, 1)  # hear every subscriber, not only each topic's first
@@ -103,18 +107,26 @@ class SchedulerServer:
 
     def __init__(self, address: str, config: SchedulerConfig | None = None) -> None:
         self.state = SchedulerState(config)
+        config = self.state.config
+        keys = ClusterKeys(config.keys).check_scheduler() if config.keys else None
         self._context = zmq.Context()
+        # the ZAP handler first: a socket bound before it would admit any key
+        self._authenticator = keys.authenticator(self._context) if keys is not None else None
         self._router = self._context.socket(zmq.ROUTER)
         for option, value in ((zmq.LINGER, 0), (zmq.SNDHWM, 0), (zmq.RCVHWM, 0)):
             self._router.setsockopt(option, value)
+        if keys is not None:
+            keys.serve(self._router)
         self._router.bind(zmq_address(address))
         self.address = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
-        config = self.state.config
         try:
             self._feed = MonitorFeed(self._context, config.monitor_address
-                                     or default_monitor_address(address, self.address), config.monitor_interval)
+                                     or default_monitor_address(address, self.address), config.monitor_interval,
+                                     keys)
         except BaseException:
             self._router.close()
+            if self._authenticator is not None:
+                self._authenticator.close()
             self._context.term()
             raise
         self.monitor_address = self._feed.address
@@ -137,6 +149,9 @@ class SchedulerServer:
         poller.register(self._connections, zmq.POLLIN)
         poller.register(self._wakeup_r, zmq.POLLIN)
         poller.register(self._feed.socket, zmq.POLLIN)
+        authenticator = self._authenticator
+        if authenticator is not None:
+            poller.register(authenticator.socket, zmq.POLLIN)
         state, router, feed = self.state, self._router, self._feed
         tick = min(_TICK, state.config.balance_interval) if state.config.balance_interval > 0 else _TICK
         next_tick = time.monotonic() + tick
@@ -147,6 +162,8 @@ class SchedulerServer:
                 # milliseconds rounded up: waking a fraction early would spin until the deadline
                 events = dict(poller.poll(math.ceil(max(0.0, wake - time.monotonic()) * 1000)))
                 now = time.monotonic()
+                if authenticator is not None and authenticator.socket in events:  # handshakes wait on it
+                    authenticator.handle()
                 if self._connections in events:  # before messages: a reused fd's old peer goes first
                     self._on_connection_events()
                 if router in events:
@@ -163,6 +180,9 @@ class SchedulerServer:
                     next_tick = now + tick
                 for identity, message in state.flush():
                     self._send(identity, message)
+                if state.stopping:  # a client shut the cluster down: deliver what was flushed, then stop
+                    router.setsockopt(zmq.LINGER, _STOP_LINGER_MS)
+                    break
                 if feed.socket in events:
                     feed.read_subscriptions()
                 feed.publish_if_due(state, now)
@@ -171,6 +191,8 @@ class SchedulerServer:
             router.disable_monitor()
             self._connections.close()
             router.close()
+            if authenticator is not None:
+                authenticator.close()
             self._context.term()
             os.close(self._wakeup_r)
             os.close(self._wakeup_w)

@@ -41,6 +41,7 @@ from scaler_jupyter.protocol import (
     PutObjects,
     Rejected,
     Results,
+    Shutdown,
     Status,
     StatusReply,
     StatusRequest,
@@ -84,6 +85,8 @@ class SchedulerConfig:
     queue_bytes: int = 32 * 1024 * 1024  # most argument bytes queued per processor: big arguments spread out
     monitor_address: str | None = None  # where the feed is published; None: the scheduler's port + 1
     monitor_interval: float = 0.5  # seconds between snapshots on the feed
+    keys: str | None = None  # a directory written by `scaler-jupyter keys`: only peers holding its keys get in
+    protected: bool = False  # refuse Shutdown from clients: the cluster stops only where it runs
 
 
 @dataclasses.dataclass(slots=True)
@@ -159,6 +162,7 @@ class SchedulerState:
         self._finished = 0
         self._next_balance = self.started
         self._someone_idle = False  # a worker ran out of work since the last flush: balance then, not a tick later
+        self.stopping = False  # a client shut the cluster down: the loop sends what is flushed, then stops
 
     # -- the entry points ----------------------------------------------------
 
@@ -293,6 +297,23 @@ class SchedulerState:
                 by_worker.setdefault(task.worker, []).append(task_id)
         for identity, task_ids in by_worker.items():
             self._outbox.append((identity, Cancel(task_ids)))
+
+    def _on_shutdown(self, peer: bytes, msg: Shutdown, now: float) -> None:
+        """A client stops the cluster: every worker and client is told, then the loop stops (``stopping``).
+        A ``--protected`` scheduler refuses."""
+        client = self.clients.get(peer)
+        if client is None:
+            self._outbox.append((peer, Rejected("shutdown from an unknown peer: connect with Client(address)")))
+            return
+        if self.config.protected:
+            logger.warning("client %s asked for shutdown: refused (--protected)", client.name)
+            self._outbox.append((peer, Rejected("this scheduler was started with --protected: it refuses remote "
+                                                "shutdown; stop it on its own host (SIGINT or SIGTERM)")))
+            return
+        logger.warning("client %s shut the cluster down (%s)", client.name, msg.reason)
+        self.stopping = True
+        notice = Shutdown(f"client {client.name} shut the cluster down")
+        self._outbox.extend((identity, notice) for identity in [*self.workers, *self.clients])
 
     def _on_status_request(self, peer: bytes, msg: StatusRequest, now: float) -> None:
         self._outbox.append((peer, StatusReply(msg.request_id, build_snapshot(self, now))))
@@ -461,7 +482,7 @@ class SchedulerState:
 
     def _schedule(self) -> None:
         """Give waiting tasks to workers with room, least loaded first, an even share each."""
-        while self.pending:
+        while self.pending and not self.stopping:  # workers told to stop must not start anything more
             candidates = [w for w in self.workers.items() if self._has_room(w[1])]
             if not candidates:
                 return
@@ -551,6 +572,7 @@ class SchedulerState:
         DeleteObjects: _on_delete_objects,
         Cancel: _on_cancel,
         StatusRequest: _on_status_request,
+        Shutdown: _on_shutdown,
         WorkerHello: _on_worker_hello,
         WorkerBye: _on_worker_bye,
         Heartbeat: _on_heartbeat,

@@ -55,6 +55,7 @@ from scaler_jupyter.protocol import (
     needed_objects,
     transport,
 )
+from scaler_jupyter.security import HandshakeWatch, load_keys
 from scaler_jupyter.worker.channel import Channel, ChannelClosed
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class AgentConfig:
     heartbeat: float = 1.0
     death_timeout: float = 30.0  # exit when the scheduler has been silent this long
     name: str = ""
+    keys: str | None = None  # the cluster's keys directory (`scaler-jupyter keys`), if it requires keys
 
 
 class WorkerAgent:
@@ -133,8 +135,12 @@ class WorkerAgent:
         self.address = scheduler_address
         self.config = config or AgentConfig()
         self.name = self.config.name or f"{socket.gethostname()}-{os.getpid()}"
+        self._keys = load_keys(self.config.keys)  # a missing key file is reported now, not at the first connect
         self._context = zmq.Context()
         self._scheduler = self._context.socket(zmq.DEALER)
+        if self._keys is not None:
+            self._keys.connect(self._scheduler)
+        self._handshakes = HandshakeWatch(self._scheduler, keyed=self._keys is not None)
         self._poller = zmq.Poller()
         self._procs: list[_Processor] = []
         self._by_fd: dict[int, _Processor] = {}  # pidfd and channel fds
@@ -151,6 +157,7 @@ class WorkerAgent:
         self._mean_task_seconds: float | None = None
         self._depth = 1  # tasks per processor, learned from task times; one until measured
         self._running = True
+        self.exit_code = 0  # 1 when it stops because it cannot join the scheduler
         self._wakeup_r, self._wakeup_w = os.pipe()
         self._stats = psutil.Process()
 
@@ -158,11 +165,14 @@ class WorkerAgent:
 
     def run(self) -> None:
         """Serve until stopped by :meth:`stop`, a signal, or a silent scheduler."""
-        for option, value in ((zmq.LINGER, 0), (zmq.SNDHWM, 0), (zmq.RCVHWM, 0)):
+        # With no high-water mark a send blocks only when libzmq has dropped the connection for good
+        # (a refused security handshake): SNDTIMEO 0 drops the message instead of hanging the loop.
+        for option, value in ((zmq.LINGER, 0), (zmq.SNDHWM, 0), (zmq.RCVHWM, 0), (zmq.SNDTIMEO, 0)):
             self._scheduler.setsockopt(option, value)
         self._scheduler.connect(self.address)
         self._poller.register(self._scheduler, zmq.POLLIN)
         self._poller.register(self._wakeup_r, zmq.POLLIN)
+        self._poller.register(self._handshakes.socket, zmq.POLLIN)
         for _ in range(self.config.processors):
             self._spawn_processor()
         last_heard = next_heartbeat = time.monotonic()
@@ -186,6 +196,8 @@ class WorkerAgent:
                         self._receive_from(proc)
                 if self._wakeup_r in events:
                     os.read(self._wakeup_r, 64)
+                if self._handshakes.socket in events:
+                    self._on_handshake_events()
                 self._resize_pool()
                 self._dispatch()
                 if self._results:
@@ -209,7 +221,10 @@ class WorkerAgent:
         os.write(self._wakeup_w, b"x")
 
     def _send(self, message) -> None:
-        transport.send(self._scheduler, message)
+        try:
+            transport.send(self._scheduler, message)
+        except zmq.Again:  # see run(): the scheduler refused our handshake, and nothing can reach it
+            logger.debug("%s dropped: the scheduler refused this worker's connection", type(message).__name__)
 
     def _send_to(self, proc: _Processor, message) -> None:
         try:
@@ -269,6 +284,18 @@ class WorkerAgent:
                 self._welcomed = True
             elif isinstance(message, Heartbeat):
                 pass
+
+    def _on_handshake_events(self) -> None:
+        """A refused key, or keys on one side only, fails every retry alike: say so and stop."""
+        failure = self._handshakes.read()
+        if failure is None:
+            return
+        if self._handshakes.definite:
+            logger.error("worker %s cannot join the scheduler at %s: %s", self.name, self.address, failure)
+            self._running = False
+            self.exit_code = 1
+        else:
+            logger.warning("worker %s: %s", self.name, failure)
 
     def _on_rejected(self, reason: str) -> None:
         if not self._welcomed:  # refused at hello (another protocol version): nothing to retry
@@ -363,6 +390,9 @@ class WorkerAgent:
         from_child_r, from_child_w = os.pipe()
         env = dict(os.environ)
         env[task_context.SCHEDULER_ENV] = self.address
+        env.pop(task_context.KEYS_ENV, None)
+        if self._keys is not None:  # so that a Client() inside a task can join the same scheduler
+            env[task_context.KEYS_ENV] = str(self._keys.directory)
         try:
             process = spawn(["-m", "scaler_jupyter.worker.processor", str(to_child_r), str(from_child_w)],
                             env=env, pass_fds=(to_child_r, from_child_w))
@@ -478,6 +508,7 @@ class WorkerAgent:
             proc.process.wait()
             os.close(proc.pidfd)
             proc.channel.close()
+        self._handshakes.close()
         self._scheduler.close()
         self._context.term()
         for fd in (self._wakeup_r, self._wakeup_w):
@@ -490,4 +521,4 @@ def run_worker(address: str, config: AgentConfig) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: agent.stop())
     agent.run()
-    sys.exit(0)
+    sys.exit(agent.exit_code)
