@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import logging
 import math
 import time
 
 from scaler_jupyter.protocol import (
     PROTOCOL_VERSION,
+    TASK_ID_BITS,
     Assign,
     Cancel,
     ClientBye,
@@ -155,7 +157,8 @@ class SchedulerState:
         self.pending = PendingQueue()
         self.objects = ObjectStore()
         self.started = time.monotonic() if now is None else now
-        self._numbers = 0
+        self._numbers = 0  # workers' numbers
+        self._client_numbers = itertools.count()  # a client's task ids start at its number << TASK_ID_BITS
         self._outbox: list[tuple[bytes, object]] = []
         self._results: dict[bytes, list[TaskResult]] = {}
         self._assigned: dict[bytes, list[TaskSpec]] = {}
@@ -229,10 +232,10 @@ class SchedulerState:
             return
         if peer in self.clients:
             self._remove_client(peer)
-        self._numbers += 1
-        self.clients[peer] = ClientInfo(self._numbers, msg.name, msg.host, _clamp(msg.pid, 0, _MAX_REPORTED),
+        number = next(self._client_numbers)
+        self.clients[peer] = ClientInfo(number, msg.name, msg.host, _clamp(msg.pid, 0, _MAX_REPORTED),
                                         msg.store_tasks, now)
-        self._outbox.append((peer, ClientWelcome(self._numbers, self.config.heartbeat_interval)))
+        self._outbox.append((peer, ClientWelcome(number, self.config.heartbeat_interval)))
 
     def _on_client_bye(self, peer: bytes, msg: ClientBye, now: float) -> None:
         self._remove_client(peer)
@@ -245,8 +248,9 @@ class SchedulerState:
         self._store_objects(client, peer, msg.objects)
         room = self.config.max_waiting - len(self.pending)
         for spec in msg.tasks:
-            if spec.task_id in self.tasks:
-                logger.warning("client %s reused task id %d: ignored", client.name, spec.task_id)
+            if spec.task_id >> TASK_ID_BITS != client.number or spec.task_id in self.tasks:
+                logger.warning("client %s sent task id %d, not a new one of its own: ignored", client.name,
+                               spec.task_id)
                 continue
             client.submitted += 1
             missing = [o for o in needed_objects(spec) if o not in self.objects]

@@ -12,6 +12,7 @@ import pytest
 
 from scaler_jupyter.protocol import (
     PROTOCOL_VERSION,
+    TASK_ID_BITS,
     Assign,
     Cancel,
     ClientBye,
@@ -46,8 +47,9 @@ FN = b"F" * 16
 FUNCTION = ObjectSpec(FN, Payload([b"a pickled function"]))
 DATA = b"D" * 16
 
-CLIENT = b"client-a"
-OTHER_CLIENT = b"client-b"
+CLIENT = b"client-a"  # the first client to say hello: its task ids start at 0
+OTHER_CLIENT = b"client-b"  # the second: its task ids start at OTHER
+OTHER = 1 << TASK_ID_BITS
 W1, W2, W3 = b"worker-1", b"worker-2", b"worker-3"
 
 
@@ -245,8 +247,8 @@ def test_children_go_before_top_level_tasks(sched):
     parent = held[0]
     # a high-priority top-level task and a child of the running parent wait together
     sched.send(CLIENT, Submit([], [spec(500, priority=100)]))
-    out = sched.submit(OTHER_CLIENT, spec(600, parent_id=parent))
-    assert assigned(out) == {W1: [600]}  # the parent's worker got room for exactly its child
+    out = sched.submit(OTHER_CLIENT, spec(OTHER + 600, parent_id=parent))
+    assert assigned(out) == {W1: [OTHER + 600]}  # the parent's worker got room for exactly its child
     out = sched.report(W1, ok(held[1]))
     assert assigned(out)[W1][0] == 500
 
@@ -257,11 +259,11 @@ def test_running_task_that_submits_children_is_reported_blocked(sched):
     sched.worker(W1)
     sched.worker(W2)
     [holder] = assigned(sched.submit(CLIENT, spec(1)))
-    out = sched.submit(OTHER_CLIENT, spec(2, parent_id=1), spec(3, parent_id=1))
+    out = sched.submit(OTHER_CLIENT, spec(OTHER + 2, parent_id=1), spec(OTHER + 3, parent_id=1))
     assert messages(out, holder, TaskBlocked) == [TaskBlocked(1)]  # once, to the parent's worker
     other = W2 if holder == W1 else W1
     assert messages(out, other, TaskBlocked) == []
-    out = sched.submit(OTHER_CLIENT, spec(4, parent_id=1))
+    out = sched.submit(OTHER_CLIENT, spec(OTHER + 4, parent_id=1))
     assert messages(out, holder, TaskBlocked) == []  # already known
 
 
@@ -551,13 +553,13 @@ def test_blocked_parent_of_a_departed_client_frees_its_slot(sched):
     sched.client(OTHER_CLIENT)
     sched.worker(W1)
     sched.submit(CLIENT, spec(1))
-    out = sched.submit(OTHER_CLIENT, spec(2, parent_id=1))
+    out = sched.submit(OTHER_CLIENT, spec(OTHER + 2, parent_id=1))
     assert messages(out, W1, TaskBlocked)
     sched.send(CLIENT, ClientBye())
     sched.flush()
-    sched.report(W1, TaskResult(2, Status.OK, Payload([b"result"]), "", []))  # no timing: nothing learned
+    sched.report(W1, TaskResult(OTHER + 2, Status.OK, Payload([b"result"]), "", []))  # no timing: nothing learned
     sched.worker(W2)
-    out = sched.submit(OTHER_CLIENT, *(spec(i) for i in range(100, 200)))
+    out = sched.submit(OTHER_CLIENT, *(spec(OTHER + i) for i in range(100, 200)))
     sent = assigned(out)
     assert len(sent[W1]) == len(sent[W2])
 
@@ -613,3 +615,16 @@ def test_tasks_per_second_counts_finished_tasks():
     sched.now += 2.0
     assert sched.snapshot()["scheduler"]["tasks_per_second"] == pytest.approx(len(sent) / 2.0)
     assert math.isfinite(sched.snapshot()["scheduler"]["tasks_per_second"])
+
+
+def test_a_client_can_use_only_task_ids_of_its_own():
+    """Task ids are a client's number << TASK_ID_BITS plus a counter; another client's ids are refused,
+    so no client can take over or shadow another's tasks."""
+    sched = Scheduler()
+    sched.client()
+    sched.client(OTHER_CLIENT)
+    sched.worker(W1)
+    out = sched.submit(OTHER_CLIENT, spec(5))  # in CLIENT's range
+    assert assigned(out) == {} and sched.state.tasks == {}
+    out = sched.submit(CLIENT, spec(5))
+    assert assigned(out) == {W1: [5]}
