@@ -5,7 +5,8 @@ Systems, each with 2 workers of one process each:
 - ``ours``   scaler_jupyter: ``LocalCluster(n_workers=2)`` and its ``Client`` (a concurrent.futures.Executor);
 - ``pool``   ``concurrent.futures.ProcessPoolExecutor(2)`` (spawn context, as the other systems spawn too);
 - ``dask``   Dask distributed: ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`` and its Client;
-- ``scaler`` Citi's Scaler (``scaler`` on PyPI): ``SchedulerClusterCombo(n_workers=2)`` and its Client.
+- ``scaler`` Citi's Scaler (``scaler`` on PyPI): ``SchedulerClusterCombo(n_workers=2)`` and its Client;
+- ``ipp``    ipyparallel: ``Cluster(n=2)`` (an ipcontroller and 2 ipengines, on localhost) and a load-balanced view.
 
 Each system is started, waited on until both workers have run a task, measured on every benchmark,
 then stopped, and any process it left behind is reported and ended, before the next system starts.
@@ -203,17 +204,59 @@ def run_scaler() -> Iterator[Adapter]:
         combo.shutdown()
 
 
+@contextlib.contextmanager
+def run_ipp() -> Iterator[Adapter]:
+    import ipyparallel
+
+    before = set(descendants())
+    cluster_processes: dict[int, psutil.Process] = {}
+    # a throwaway profile directory: the cluster's connection files and logs stay out of ~/.ipython
+    with tempfile.TemporaryDirectory(prefix="benchmark-ipp-") as profile_dir:
+        cluster = ipyparallel.Cluster(
+            n=N_WORKERS,
+            profile_dir=profile_dir,
+            controller_ip="127.0.0.1",
+            shutdown_atexit=True,
+            log_level=logging.WARNING,
+        )
+        try:
+            # the controller's and engines' output goes to a file in profile_dir, not into our tables
+            with stdout_of_children_to(Path(profile_dir) / "stdout.log"):
+                client = cluster.start_and_connect_sync()
+            # each engine starts a nanny that outlives it by a few seconds, no longer our descendant by then:
+            # note every process of the cluster now, to wait for them all once it is stopped
+            cluster_processes.update((pid, p) for pid, p in descendants().items() if pid not in before)
+            try:
+                # ipyparallel pickles functions without their globals unless told to use cloudpickle, and the
+                # engines cannot import this script: cloudpickle sends its functions by value, as Dask does
+                client[:].use_cloudpickle().get()
+                view = client.load_balanced_view()
+                yield Adapter(
+                    submit_and_wait=lambda fn, *args: view.apply_async(fn, *args).get(),
+                    map_all=lambda fn, items: view.map_async(fn, items).get(),
+                )
+            finally:
+                client.close()
+        finally:
+            cluster_processes.update((pid, p) for pid, p in descendants().items() if pid not in before)
+            try:
+                cluster.stop_cluster_sync()
+            finally:
+                end_processes("ipp", list(cluster_processes.values()))
+
+
 SYSTEMS: dict[str, Callable[[], contextlib.AbstractContextManager[Adapter]]] = {
     "ours": run_ours,
     "pool": run_pool,
     "dask": run_dask,
     "scaler": run_scaler,
+    "ipp": run_ipp,
 }
 PEERS = [name for name in SYSTEMS if name != "ours"]
 
 
 def system_version(name: str) -> str:
-    distribution = {"ours": "scaler_jupyter", "dask": "distributed", "scaler": "scaler"}.get(name)
+    distribution = {"ours": "scaler_jupyter", "dask": "distributed", "scaler": "scaler", "ipp": "ipyparallel"}.get(name)
     if distribution is None:
         return f"Python {platform.python_version()}"
     try:
@@ -403,8 +446,12 @@ def descendants() -> dict[int, psutil.Process]:
 
 def end_leftovers(system: str, before: set[int], grace: float = 10.0) -> None:
     """Wait for the processes this system started to exit; end, by pid, those still running after ``grace``."""
-    started = [process for pid, process in descendants().items() if pid not in before]
-    _, alive = psutil.wait_procs(started, timeout=grace)
+    end_processes(system, [process for pid, process in descendants().items() if pid not in before], grace)
+
+
+def end_processes(system: str, processes: list[psutil.Process], grace: float = 10.0) -> None:
+    """Wait for ``processes`` to exit; end, by pid, those still running after ``grace``."""
+    _, alive = psutil.wait_procs(processes, timeout=grace)
     for process in alive:
         with contextlib.suppress(psutil.Error):
             print(
