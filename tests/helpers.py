@@ -1,4 +1,4 @@
-"""Test-side helpers: bounded waits and process bookkeeping. Nothing here runs on a worker."""
+"""Test-side helpers: bounded waits and process bookkeeping; and :func:`record_run`, which tasks call on workers."""
 
 from __future__ import annotations
 
@@ -116,3 +116,16 @@ def held_tasks(client: Client) -> int:
     """Tasks the scheduler holds: waiting for a worker or in a worker's queue."""
     tasks = client.status()["tasks"]
     return tasks["pending"] + tasks["assigned"]
+
+
+def record_run(log: str, i: int) -> None:
+    """On a worker: append "i agent-pid" to ``log`` (a processor's parent is its worker's agent).
+
+    O_APPEND keeps lines whole when several processes write at once, so a test can count
+    where and how often each index ran.
+    """
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{i} {os.getppid()}\n".encode())
+    finally:
+        os.close(fd)

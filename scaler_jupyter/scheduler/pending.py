@@ -37,10 +37,6 @@ class PendingQueue:
     def discard(self, task_id: int) -> None:
         self._members.discard(task_id)
 
-    def tag_sets(self) -> list[frozenset]:
-        """The tag sets that have waiting tasks."""
-        return [tags for tags, heap in self._heaps.items() if heap]
-
     def pop_for(self, worker_tags: frozenset) -> int | None:
         """Remove and return the best task a worker with ``worker_tags`` can run, or None."""
         best = None

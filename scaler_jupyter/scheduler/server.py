@@ -136,7 +136,6 @@ class SchedulerServer:
         self._peer_at_fd: dict[int, bytes] = {}
         self._wakeup_r, self._wakeup_w = os.pipe()
         self._running = True
-        self.malformed = 0
 
     def stop(self) -> None:
         """Stop the loop; safe from a signal handler or another thread."""
@@ -218,7 +217,6 @@ class SchedulerServer:
         try:
             message = decode(frames)
         except ProtocolError as exc:
-            self.malformed += 1
             logger.warning("dropping a malformed message from %r: %s", identity, exc)
             return
         try:

@@ -40,7 +40,7 @@ import cloudpickle
 import pytest
 
 from scaler_jupyter import Client
-from tests.helpers import wait_until
+from tests.helpers import record_run, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -62,11 +62,7 @@ ROLES = {"sched": 1, "w1": 2, "w2": 3, "client": 4}
 
 
 def logged_square(log, i):
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, f"{i} {os.getppid()}\n".encode())
-    finally:
-        os.close(fd)
+    record_run(log, i)
     time.sleep(0.01)
     return i * i, os.getppid()
 

@@ -45,7 +45,7 @@ from scaler_jupyter.protocol import (
     encode,
     messages,
 )
-from tests.helpers import alive, connect, processors_of, wait_gone, wait_until
+from tests.helpers import alive, connect, processors_of, record_run, wait_gone, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -64,12 +64,8 @@ KILL_AFTER = 400  # runs logged before the kill: the map is well under way on bo
 
 
 def logged_double(log, i):
-    """Record that index ``i`` ran on this worker (the processor's parent is the agent), then return 2i."""
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, f"{i} {os.getppid()}\n".encode())
-    finally:
-        os.close(fd)
+    """Record that index ``i`` ran on this worker, then return 2i."""
+    record_run(log, i)
     time.sleep(0.002)
     return 2 * i
 
