@@ -33,6 +33,8 @@ bench: $(VENV)/.bench  ## side-by-side measurements against the peers
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/resilience.py
 	$(PY) benchmarks/scheduler_scale.py
+	$(PY) benchmarks/graphs.py
+	$(PY) benchmarks/parfun_wordcount.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -50,3 +50,7 @@ class RemoteError(ScalerJupyterError):
         super().__init__(f"{type_name}: {message}")
         self.type_name = type_name
         self.remote_traceback = remote_traceback
+
+
+class GraphError(ScalerJupyterError, ValueError):
+    """A task graph cannot run: it has a cycle, or asks for a key it does not define. Nothing of it ran."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from scaler_jupyter import task_context
+from scaler_jupyter.client import graph as graphs
 from scaler_jupyter.client.connection import Connection
 from scaler_jupyter.client.future import Future
 from scaler_jupyter.errors import (
@@ -34,6 +35,7 @@ from scaler_jupyter.protocol import (
     ClientHello,
     ClientWelcome,
     DeleteObjects,
+    GraphTask,
     ObjectSpec,
     Output,
     PutObjects,
@@ -44,8 +46,11 @@ from scaler_jupyter.protocol import (
     StatusReply,
     StatusRequest,
     Submit,
+    SubmitGraph,
     TaskResult,
     TaskSpec,
+    is_result_object_id,
+    result_object_id,
     serialization,
 )
 from scaler_jupyter.protocol.serialization import ObjectRef, Serializer
@@ -187,6 +192,7 @@ class Client(concurrent.futures.Executor):
         self._request_ids = itertools.count(1)
         self._welcome = concurrent.futures.Future()
         self._task_ids: Iterator[int] | None = None
+        self._graph_ids = itertools.count(1)
         self._closed = False
         self._connection = Connection(address, self._on_message, self._on_lost, silence_timeout=timeout,
                                       keys=cluster_keys, on_refused=self._on_refused)
@@ -308,6 +314,118 @@ class Client(concurrent.futures.Executor):
             self._cluster = None
 
     # -- beyond the Executor -------------------------------------------------
+
+    def get(self, dsk: Any, keys: Any, block: bool = True, *, timeout: float | None = None,
+            name: str | None = None, **dask_options: Any) -> Any:
+        """Run a Dask-format task graph on the cluster; return the values of ``keys``, in their shape.
+
+        ``keys`` is a key, or nested lists of keys. The graph is culled to what they need
+        and checked first: a cycle or a missing key raises :class:`~scaler_jupyter.errors.GraphError`
+        with nothing started. The scheduler runs each task once its dependencies are done and
+        keeps intermediate results only while a task still needs them; only the values of
+        ``keys`` come back. The first task to fail cancels the rest, and its exception is raised
+        here with the remote traceback. With ``block=False``, futures in the shape of ``keys``.
+
+        Works as Dask's ``scheduler=``: ``dask.compute(x, scheduler=client.get)``; the
+        options Dask passes to schedulers are accepted and ignored.
+        """
+        self._check_open()
+        plan = graphs.plan(dsk, keys)
+        futures = self._submit_graph(plan, name)
+        shaped = graphs.repack(plan.shape, futures)
+        if not block:
+            return shaped
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            values = {}
+            for key, future in futures.items():
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                values[key] = future.result(remaining)
+        except BaseException:  # a failure, a timeout or Ctrl-C: nothing more of the graph runs
+            for future in futures.values():
+                future.cancel()
+            raise
+        return graphs.repack(plan.shape, values)
+
+    def _submit_graph(self, plan: graphs.Plan, name: str | None) -> dict[Any, Future]:
+        """Send the graph's tasks in one message; return a future per requested key."""
+        graph_id = next(self._graph_ids)
+        objects: list[ObjectSpec] = []
+        literal_objects: list[bytes] = []
+        task_ids: dict[Any, int] = {}
+        literals: dict[Any, Any] = {}
+        specs: list[TaskSpec] = []
+        nodes: list[GraphTask] = []
+        outputs = set(plan.outputs)
+        try:
+            runners = {}
+            for node in plan.nodes:
+                if node.literal:
+                    literals[node.key] = node.expression
+                    continue
+                if node.runner not in runners:
+                    runners[node.runner] = self._function_id(node.runner, objects)
+                values = {}
+                for dependency in node.dependencies:
+                    if dependency in task_ids:
+                        values[dependency] = ObjectRef(result_object_id(task_ids[dependency]))
+                    else:
+                        values[dependency] = self._graph_literal(dependency, literals[dependency], objects,
+                                                                 literal_objects)
+                try:
+                    payload, refs = serialization.dumps_collecting_refs(((node.expression, values), {}),
+                                                                        self.serializer)
+                except Exception as exc:
+                    raise SerializationError(f"the task of key {node.key!r} cannot be serialized: "
+                                             f"{type(exc).__name__}: {exc}") from exc
+                task_id = next(self._task_ids)
+                task_ids[node.key] = task_id
+                specs.append(TaskSpec(task_id, runners[node.runner], payload,
+                                      [r for r in refs if not is_result_object_id(r)], self._serializer_id, [],
+                                      node.level, task_context.current_task_id))
+                nodes.append(GraphTask(task_id, _key_text(node.key),
+                                       [task_ids[d] for d in node.dependencies if d in task_ids],
+                                       node.key in outputs))
+        except BaseException:
+            self._sent_objects.difference_update(obj.object_id for obj in objects)  # never sent
+            raise
+        run = _GraphRun(self, list(task_ids.values()))
+        futures: dict[Any, Future] = {}
+        for key in plan.outputs:
+            if key in task_ids:
+                futures[key] = run.future_for(task_ids[key])
+            else:  # a literal asked for as it is: nothing to run
+                futures[key] = Future(-1, lambda _: None)
+                futures[key].set_result(literals[key])
+        if specs:
+            with self._futures_lock:
+                for task_id in task_ids.values():
+                    self._futures[task_id] = (run, task_id)
+            label = name or (_key_text(plan.outputs[0]) if plan.outputs else f"graph-{graph_id}")
+            self._connection.send(SubmitGraph(graph_id, label, objects, specs, nodes))
+            if literal_objects:  # from now on the tasks that need them hold them
+                self._sent_objects.difference_update(literal_objects)
+                self._connection.send(DeleteObjects(literal_objects))
+        return futures
+
+    def _graph_literal(self, key: Any, value: Any, objects: list[ObjectSpec], literal_objects: list[bytes]) -> Any:
+        """A literal of the graph as its dependents get it: inline when small, else stored once on the
+        scheduler and referred to, so a large array feeding many tasks travels once."""
+        if value is None or isinstance(value, (bool, int, float, complex)):
+            return value
+        try:
+            payload = serialization.dumps(value, self.serializer)
+        except Exception as exc:
+            raise SerializationError(f"the value of key {key!r} ({type(value).__name__}) cannot be serialized: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+        if payload.nbytes < _INLINE_LITERAL_BYTES:
+            return value
+        object_id = serialization.content_id(payload)
+        if object_id not in self._sent_objects:
+            self._sent_objects.add(object_id)
+            objects.append(ObjectSpec(object_id, payload))
+            literal_objects.append(object_id)
+        return ObjectRef(object_id, payload.nbytes)
 
     def send_object(self, obj: Any) -> ObjectRef:
         """Store ``obj`` on the scheduler once; pass the returned reference as an argument to many tasks."""
@@ -525,6 +643,80 @@ class Client(concurrent.futures.Executor):
                 pass
         if not self._welcome.done():
             self._welcome.set_exception(ConnectionLostError(reason))
+
+
+_INLINE_LITERAL_BYTES = 4096  # a graph literal smaller than this is copied into each task that uses it
+
+
+def _key_text(key: Any) -> str:
+    return key if isinstance(key, str) else repr(key)
+
+
+class _GraphRun:
+    """The client's side of one running graph: a future per requested key, and how it ends.
+
+    The I/O thread reports each output's result, and any task's failure, through
+    :meth:`set`, as ``map``'s results are reported. The first failure or cancel ends
+    it: every unfinished future gets that outcome, and the scheduler drops the rest.
+    """
+
+    def __init__(self, client: Client, task_ids: list[int]) -> None:
+        self._client = client
+        self._task_ids = task_ids
+        self._futures: dict[int, Future] = {}
+        self._lock = threading.Lock()
+        self._ended = False
+
+    def future_for(self, task_id: int) -> Future:
+        future = self._futures.get(task_id)
+        if future is None:
+            future = self._futures[task_id] = Future(task_id, lambda _: self.close())
+        return future
+
+    def set(self, task_id: int, ok: bool | None, outcome) -> None:
+        future = self._futures.get(task_id)
+        if ok:
+            if future is not None:
+                try:
+                    future.set_result(outcome)
+                except concurrent.futures.InvalidStateError:  # cancelled meanwhile
+                    pass
+            if all(f.done() for f in self._futures.values()):
+                self._end()
+            return
+        self._end()
+        for future in self._futures.values():
+            if future.done():
+                continue
+            try:
+                if ok is None:
+                    future.cancel()
+                else:
+                    future.set_exception(outcome)
+            except concurrent.futures.InvalidStateError:
+                pass
+
+    def wait(self) -> None:
+        concurrent.futures.wait(list(self._futures.values()))
+
+    def close(self, start: int = 0) -> None:
+        """Cancel the graph: every task not yet done is dropped, and every unfinished future cancelled."""
+        if not self._end():
+            return
+        self._client._cancel_many(self._task_ids)  # the scheduler cancels the whole graph at the first it finds
+        for future in self._futures.values():
+            future.cancel()
+
+    def _end(self) -> bool:
+        """Forget the graph's tasks (no more results come for them); True the first time."""
+        with self._lock:
+            if self._ended:
+                return False
+            self._ended = True
+        with self._client._futures_lock:
+            for task_id in self._task_ids:
+                self._client._futures.pop(task_id, None)
+        return True
 
 
 def _chunks(iterable: Iterable, size: int) -> Iterator[list]:

@@ -21,6 +21,8 @@ class Future(concurrent.futures.Future):
         self._on_cancel = on_cancel
 
     def cancel(self) -> bool:
+        if self.cancelled():
+            return True
         if not super().cancel():
             return False
         # As an executor must: waiters (wait, as_completed) count only notified cancellations as done.

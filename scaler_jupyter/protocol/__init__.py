@@ -1,6 +1,7 @@
 """The wire: message records, their codec, and how user payloads are made. Depends on nothing else of ours."""
 
 from scaler_jupyter.protocol.messages import (
+    CONTENT_ID_BYTES,
     INLINE_LIMIT,
     PROTOCOL_VERSION,
     TASK_ID_BITS,
@@ -10,6 +11,7 @@ from scaler_jupyter.protocol.messages import (
     ClientHello,
     ClientWelcome,
     DeleteObjects,
+    GraphTask,
     Heartbeat,
     Kind,
     ObjectSpec,
@@ -24,6 +26,7 @@ from scaler_jupyter.protocol.messages import (
     StatusReply,
     StatusRequest,
     Submit,
+    SubmitGraph,
     TakeBack,
     TakenBack,
     TaskBlocked,
@@ -34,10 +37,13 @@ from scaler_jupyter.protocol.messages import (
     WorkerWelcome,
     decode,
     encode,
+    is_result_object_id,
     needed_objects,
+    result_object_id,
 )
 
 __all__ = [
+    "CONTENT_ID_BYTES",
     "INLINE_LIMIT",
     "PROTOCOL_VERSION",
     "TASK_ID_BITS",
@@ -47,6 +53,7 @@ __all__ = [
     "ClientHello",
     "ClientWelcome",
     "DeleteObjects",
+    "GraphTask",
     "Heartbeat",
     "Kind",
     "ObjectSpec",
@@ -61,6 +68,7 @@ __all__ = [
     "StatusReply",
     "StatusRequest",
     "Submit",
+    "SubmitGraph",
     "TakeBack",
     "TakenBack",
     "TaskBlocked",
@@ -71,5 +79,7 @@ __all__ = [
     "WorkerWelcome",
     "decode",
     "encode",
+    "is_result_object_id",
     "needed_objects",
+    "result_object_id",
 ]

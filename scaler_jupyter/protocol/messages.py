@@ -52,6 +52,7 @@ class Kind(enum.IntEnum):
     REJECTED = 20
     TAKE_BACK = 21
     TAKEN_BACK = 22
+    SUBMIT_GRAPH = 23
 
 
 class Status(enum.IntEnum):
@@ -64,6 +65,7 @@ class Status(enum.IntEnum):
     WORKER_DIED = 4
     NO_WORKER = 5
     SERIALIZATION = 6  # the worker could not load the function or arguments
+    INVALID = 7  # the scheduler refused the task: a malformed graph
 
 
 class Payload:
@@ -117,6 +119,32 @@ def needed_objects(spec: TaskSpec) -> list[bytes]:
     if spec.serializer_id is not None:
         needed.append(spec.serializer_id)
     return needed
+
+
+def result_object_id(task_id: int) -> bytes:
+    """The store id under which the scheduler keeps a graph task's result for the tasks that need it.
+
+    Its length sets it apart from content ids (16 bytes), which are all a client may store.
+    """
+    return _RESULT_PREFIX + task_id.to_bytes(8, "big")
+
+
+def is_result_object_id(object_id: bytes) -> bool:
+    return len(object_id) == 9 and object_id[:1] == _RESULT_PREFIX
+
+
+_RESULT_PREFIX = b"R"
+CONTENT_ID_BYTES = 16
+
+
+@dataclasses.dataclass(slots=True)
+class GraphTask:
+    """What makes a task part of a graph: the tasks it waits for, and whether its client wants its result."""
+
+    task_id: int
+    key: str  # the graph key, as text: how monitors and DAG panels name the task
+    dependencies: list[int]  # task ids of the same graph, each sent before this one
+    output: bool  # the client asked for this result; the others stay in the scheduler's store
 
 
 @dataclasses.dataclass(slots=True)
@@ -182,6 +210,23 @@ class Submit:
     KIND: ClassVar[Kind]
     objects: list[ObjectSpec]
     tasks: list[TaskSpec]
+
+
+@_message(Kind.SUBMIT_GRAPH)
+class SubmitGraph:
+    """A task graph, in dependency order: ``tasks[i]`` is the task of ``nodes[i]``.
+
+    The scheduler releases each task when the tasks it depends on are done, keeps their
+    results in its store for as long as a task of the graph needs them, and sends back
+    only the outputs' results. The first failure ends the graph.
+    """
+
+    KIND: ClassVar[Kind]
+    graph_id: int  # the client's own numbering
+    name: str
+    objects: list[ObjectSpec]
+    tasks: list[TaskSpec]
+    nodes: list[GraphTask]
 
 
 @_message(Kind.PUT_OBJECTS)
@@ -316,7 +361,7 @@ class Rejected:
 # annotations above, so the schema has one source and the hot path runs as
 # straight-line code (a generic walker cost 7-11 us a task; this costs ~2).
 
-_RECORDS = (ObjectSpec, TaskSpec, TaskResult, OutputLine)
+_RECORDS = (ObjectSpec, TaskSpec, GraphTask, TaskResult, OutputLine)
 _ELEMENTS = {
     "list[int]": "type(x) is int",
     "list[str]": "type(x) is str",

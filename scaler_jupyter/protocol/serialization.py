@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import cloudpickle
 
-from scaler_jupyter.protocol.messages import Payload
+from scaler_jupyter.protocol.messages import CONTENT_ID_BYTES, Payload
 
 
 class Serializer(Protocol):
@@ -73,7 +73,7 @@ def loads(payload: Payload, serializer: Serializer | None = None, writable: bool
 
 def content_id(payload: Payload) -> bytes:
     """A 16-byte digest of the payload: the same object sent twice is stored once."""
-    digest = hashlib.blake2b(digest_size=16)
+    digest = hashlib.blake2b(digest_size=CONTENT_ID_BYTES)
     for part in payload.parts:
         digest.update(part)
     return digest.digest()

@@ -44,8 +44,18 @@ busy on two cores reads 200).
     - ``id`` (int): the client's number; ``name``, ``host`` (str); ``pid`` (int).
     - ``tasks`` (int): its live tasks (pending or assigned).
     - ``submitted``, ``done`` (int, cumulative): tasks it submitted, and those that ended.
-- ``graphs`` (list): the state of every task of every running graph, for DAG panels.
-  Empty until graphs run scheduler-side.
+- ``graphs`` (list): every running graph, then the last few to end (``graphs.FINISHED_KEPT``),
+  oldest first, for DAG panels. Each a dict:
+    - ``id`` (int): the graph's number, unique per client; ``client`` (int): its client's ``id``.
+    - ``name`` (str): what the client called it (by default its first output key).
+    - ``state`` (str): ``running``, ``done``, ``failed`` or ``cancelled``.
+    - ``started`` (float): when it was submitted, seconds since the Unix epoch.
+    - ``total`` (int): its tasks (after culling to what the outputs need).
+    - ``counts`` (dict): tasks by state: ``waiting`` (for other tasks), ``ready`` (for a worker),
+      ``running`` (in a worker's queue, started or not), ``done``, ``failed``, ``cancelled``
+      (dropped when the graph failed or was cancelled).
+    - ``tasks`` (dict): key (as text) -> state, the same states; omitted for graphs of more than
+      ``graphs.TASKS_REPORTED`` tasks.
 
 On the feed, each snapshot is one ZeroMQ message of two frames: the topic
 ``TOPIC`` and the msgpack-encoded snapshot (:func:`encode_snapshot`,
@@ -65,6 +75,8 @@ from typing import TYPE_CHECKING
 
 import msgpack
 import psutil
+
+from scaler_jupyter.scheduler.graphs import describe as describe_graph
 
 if TYPE_CHECKING:
     from scaler_jupyter.scheduler.state import SchedulerState
@@ -115,8 +127,8 @@ def monitor_of(state: SchedulerState) -> Monitor:
 def build_snapshot(state: SchedulerState, now: float) -> dict:
     """The snapshot of ``state`` at monotonic time ``now``, in the format documented above.
 
-    Costs a pass over workers and clients, never over tasks, so it stays cheap with
-    100,000 tasks queued.
+    Costs a pass over workers, clients and the tasks of graphs, never over other
+    tasks, so it stays cheap with 100,000 tasks queued.
     """
     monitor = monitor_of(state)
     finished = state._finished  # cumulative; the state keeps it private, the monitor only reads it
@@ -170,8 +182,12 @@ def build_snapshot(state: SchedulerState, now: float) -> dict:
              "tasks": len(c.tasks), "submitted": c.submitted, "done": c.done}
             for c in state.clients.values()
         ],
-        "graphs": [],
+        "graphs": [describe_graph(g, lambda task_id: _GRAPH_STATES[state.tasks[task_id].state.value])
+                   for g in [*state.finished_graphs, *state.graphs.values()]],
     }
+
+
+_GRAPH_STATES = {"waiting": "waiting", "pending": "ready", "assigned": "running"}
 
 
 def encode_snapshot(snapshot: dict) -> list[bytes]:

@@ -1,8 +1,9 @@
-"""Objects held by the scheduler: functions, serializers and ``send_object`` data.
+"""Objects held by the scheduler: functions, serializers, ``send_object`` data and graph results.
 
 Objects are content-addressed, so the same object sent twice is stored once. Each
 object lives while some client owns it or some live task needs it; a client's
-disconnect releases what it owned, and a task's end what it needed.
+disconnect releases what it owned, and a task's end what it needed. A graph task's
+result has no owner: it lives exactly as long as the tasks that wait for it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ class ObjectStore:
             self.nbytes += nbytes
         else:
             stored.owners.add(owner)
+
+    def put_result(self, object_id: bytes, payload: Payload, holds: int) -> None:
+        """Keep a graph task's result for the ``holds`` live tasks that need it; each :meth:`unhold` one."""
+        if object_id in self._objects:
+            return
+        nbytes = payload.nbytes
+        self._objects[object_id] = StoredObject(payload, nbytes, set(), holds)
+        self.nbytes += nbytes
 
     def get(self, object_id: bytes) -> Payload:
         return self._objects[object_id].payload

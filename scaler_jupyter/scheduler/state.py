@@ -12,15 +12,20 @@ State:
   (sent, not yet finished), the objects it holds, its tags and its capacity.
 - ``tasks``: task id -> :class:`Task`, every task not yet finished.
 - ``pending``: the ids of tasks waiting for a worker (:class:`PendingQueue`).
-- ``objects``: payloads of functions, serializers and ``send_object`` data
-  (:class:`ObjectStore`), each owned by the clients that sent it.
+- ``objects``: payloads of functions, serializers and ``send_object`` data, each
+  owned by the clients that sent it, and graph tasks' results, each held by the
+  tasks that need it (:class:`ObjectStore`).
+- ``graphs``: (client, graph id) -> :class:`Graph`, the dependencies of every
+  running graph (``graphs.py``); ``finished_graphs``: the last few that ended.
 
-A task is ``PENDING`` (in ``pending``) or ``ASSIGNED`` (in one worker's queue),
-and leaves ``tasks`` when its result is delivered or it is cancelled.
+A task is ``WAITING`` (a graph task whose dependencies are not all done),
+``PENDING`` (in ``pending``) or ``ASSIGNED`` (in one worker's queue), and leaves
+``tasks`` when its result is delivered or it is cancelled.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import itertools
@@ -29,6 +34,7 @@ import math
 import time
 
 from scaler_jupyter.protocol import (
+    CONTENT_ID_BYTES,
     PROTOCOL_VERSION,
     TASK_ID_BITS,
     Assign,
@@ -48,6 +54,7 @@ from scaler_jupyter.protocol import (
     StatusReply,
     StatusRequest,
     Submit,
+    SubmitGraph,
     TakeBack,
     TakenBack,
     TaskBlocked,
@@ -57,7 +64,10 @@ from scaler_jupyter.protocol import (
     WorkerHello,
     WorkerWelcome,
     needed_objects,
+    result_object_id,
 )
+from scaler_jupyter.scheduler import graphs
+from scaler_jupyter.scheduler.graphs import Graph
 from scaler_jupyter.scheduler.monitor import build_snapshot
 from scaler_jupyter.scheduler.object_store import ObjectStore
 from scaler_jupyter.scheduler.pending import PendingQueue
@@ -68,6 +78,7 @@ _NO_TAGS: frozenset = frozenset()
 
 
 class TaskState(enum.Enum):
+    WAITING = "waiting"
     PENDING = "pending"
     ASSIGNED = "assigned"
 
@@ -102,6 +113,7 @@ class Task:
     crashes: int = 0
     cancelled: bool = False
     order: int | None = None  # its place among equals in the pending queue, kept when it comes back
+    graph: Graph | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -156,12 +168,15 @@ class SchedulerState:
         self.tasks: dict[int, Task] = {}
         self.pending = PendingQueue()
         self.objects = ObjectStore()
+        self.graphs: dict[tuple[bytes, int], Graph] = {}
+        self.finished_graphs: collections.deque[Graph] = collections.deque(maxlen=graphs.FINISHED_KEPT)
         self.started = time.monotonic() if now is None else now
         self._numbers = 0  # workers' numbers
         self._client_numbers = itertools.count()  # a client's task ids start at its number << TASK_ID_BITS
         self._outbox: list[tuple[bytes, object]] = []
         self._results: dict[bytes, list[TaskResult]] = {}
         self._assigned: dict[bytes, list[TaskSpec]] = {}
+        self._deleted: dict[bytes, list[bytes]] = {}  # objects workers may drop, coalesced per worker
         self._finished = 0
         self._next_balance = self.started
         self._someone_idle = False  # a worker ran out of work since the last flush: balance then, not a tick later
@@ -210,6 +225,8 @@ class SchedulerState:
             self._someone_idle = False
             self._balance()
         out = self._outbox
+        for identity, object_ids in self._deleted.items():
+            out.append((identity, DeleteObjects(object_ids)))
         for identity, specs in self._assigned.items():
             worker = self.workers[identity]
             objects = []
@@ -221,7 +238,7 @@ class SchedulerState:
             out.append((identity, Assign(objects, specs)))
         for identity, results in self._results.items():
             out.append((identity, Results(results)))
-        self._outbox, self._results, self._assigned = [], {}, {}
+        self._outbox, self._results, self._assigned, self._deleted = [], {}, {}, {}
         return out
 
     # -- clients -------------------------------------------------------------
@@ -274,6 +291,52 @@ class SchedulerState:
             if spec.parent_id is not None:
                 self._mark_blocked(spec.parent_id)
 
+    def _on_submit_graph(self, peer: bytes, msg: SubmitGraph, now: float) -> None:
+        """A graph, whole: its tasks without dependencies are pending at once, the others wait."""
+        client = self.clients.get(peer)
+        if client is None:
+            self._outbox.append((peer, Rejected("submit before hello: connect with Client(address)")))
+            return
+        self._store_objects(client, peer, msg.objects)
+        first = msg.tasks[0].task_id if msg.tasks else (msg.nodes[0].task_id if msg.nodes else None)
+        problem = graphs.check(msg, client.number, self.tasks)
+        if problem is None and (peer, msg.graph_id) in self.graphs:
+            problem = f"graph {msg.graph_id} is already running"
+        if problem is not None:
+            logger.warning("client %s sent a malformed graph: %s", client.name, problem)
+            if first is not None:
+                self._reply(peer, TaskResult(first, Status.INVALID, None, f"malformed graph: {problem}", []))
+            return
+        missing = next((o for spec in msg.tasks for o in needed_objects(spec) if o not in self.objects), None)
+        if missing is not None:
+            self._reply(peer, TaskResult(first, Status.SERIALIZATION, None,
+                                         f"object {missing.hex()} is not on the scheduler (deleted?)", []))
+            return
+        if len(self.pending) + len(msg.tasks) > self.config.max_waiting:
+            self._reply(peer, TaskResult(first, Status.NO_WORKER, None,
+                                         f"a graph of {len(msg.tasks)} tasks does not fit: the scheduler holds "
+                                         f"{len(self.pending)} waiting tasks (--max-waiting "
+                                         f"{self.config.max_waiting})", []))
+            return
+        graph = graphs.build(msg, peer, client.number)
+        self.graphs[peer, msg.graph_id] = graph
+        client.submitted += len(msg.tasks)
+        for spec, node in zip(msg.tasks, msg.nodes):  # noqa: B905 - equal lengths, checked
+            for object_id in needed_objects(spec):
+                self.objects.hold(object_id)
+            # the results it waits for travel to its worker as objects; each is held from when it is stored
+            spec.object_ids.extend(result_object_id(d) for d in dict.fromkeys(node.dependencies))
+            task = Task(spec, peer, frozenset(spec.tags) if spec.tags else _NO_TAGS, spec.args.nbytes, graph=graph)
+            self.tasks[spec.task_id] = task
+            client.tasks.add(spec.task_id)
+            if node.dependencies:
+                task.state = TaskState.WAITING
+            else:
+                task.order = self.pending.push(spec.task_id, task.tags, spec.priority, spec.parent_id is not None)
+        parents = {spec.parent_id for spec in msg.tasks if spec.parent_id is not None}
+        for parent_id in parents:  # a task that runs a graph waits for it: its worker may start one more
+            self._mark_blocked(parent_id)
+
     def _on_put_objects(self, peer: bytes, msg: PutObjects, now: float) -> None:
         client = self.clients.get(peer)
         if client is not None:
@@ -293,6 +356,9 @@ class SchedulerState:
         for task_id in msg.task_ids:
             task = self.tasks.get(task_id)
             if task is None or task.client != peer:
+                continue
+            if task.graph is not None:  # a graph is cancelled whole; its client stops waiting for it
+                self._end_graph(task.graph, "cancelled")
                 continue
             if task.state is TaskState.PENDING:
                 self._finish(task, TaskResult(task_id, Status.CANCELLED, None, "cancelled", []))
@@ -324,6 +390,9 @@ class SchedulerState:
 
     def _store_objects(self, client: ClientInfo, peer: bytes, objects: list[ObjectSpec]) -> None:
         for obj in objects:
+            if len(obj.object_id) != CONTENT_ID_BYTES:  # other ids are the scheduler's own (graph results)
+                logger.warning("client %s sent an object with a %d-byte id: ignored", client.name, len(obj.object_id))
+                continue
             self.objects.put(obj.object_id, obj.payload, peer)
             client.objects.add(obj.object_id)
 
@@ -335,7 +404,7 @@ class SchedulerState:
         for identity, worker in self.workers.items():
             if object_id in worker.objects:
                 worker.objects.discard(object_id)
-                self._outbox.append((identity, DeleteObjects([object_id])))
+                self._deleted.setdefault(identity, []).append(object_id)
 
     def _unhold_objects(self, task: Task) -> None:
         for object_id in needed_objects(task.spec):
@@ -347,13 +416,28 @@ class SchedulerState:
         client = self.clients.pop(peer, None)
         if client is None:
             return
+        self._drop_tasks([self.tasks[task_id] for task_id in client.tasks])
+        for key in [key for key in self.graphs if key[0] == peer]:
+            del self.graphs[key]
+        for object_id in client.objects:
+            self._release_object(object_id, peer)
+        self._results.pop(peer, None)
+        logger.info("client %s left: %d tasks cancelled, %d objects released",
+                    client.name, len(client.tasks), len(client.objects))
+
+    def _drop_tasks(self, tasks: list[Task]) -> None:
+        """Forget live tasks without a word to their clients; workers holding them are told to stop them."""
         by_worker: dict[bytes, list[int]] = {}
-        for task_id in client.tasks:
-            task = self.tasks.pop(task_id)
+        for task in tasks:
+            task_id = task.spec.task_id
+            del self.tasks[task_id]
             self._unhold_objects(task)
+            client = self.clients.get(task.client)
+            if client is not None:
+                client.tasks.discard(task_id)
             if task.state is TaskState.PENDING:
                 self.pending.discard(task_id)
-            else:
+            elif task.state is TaskState.ASSIGNED:
                 worker = self.workers[task.worker]
                 del worker.queue[task_id]
                 worker.queued_bytes -= task.nbytes
@@ -361,11 +445,46 @@ class SchedulerState:
                 by_worker.setdefault(task.worker, []).append(task_id)
         for identity, task_ids in by_worker.items():
             self._outbox.append((identity, Cancel(task_ids)))
-        for object_id in client.objects:
-            self._release_object(object_id, peer)
-        self._results.pop(peer, None)
-        logger.info("client %s left: %d tasks cancelled, %d objects released",
-                    client.name, len(client.tasks), len(client.objects))
+
+    # -- graphs --------------------------------------------------------------
+
+    def _graph_task_done(self, task: Task, result: TaskResult) -> bool:
+        """A graph task ended: keep its result for the tasks that need it and release those it was the last
+        dependency of; on failure, end the graph. Return whether its client wants the result."""
+        graph = task.graph
+        task_id = task.spec.task_id
+        node = graph.index[task_id]
+        if result.status != Status.OK:
+            graph.ended[node] = "cancelled" if result.status == Status.CANCELLED else "failed"
+            self._end_graph(graph, graph.ended[node])
+            return True  # the client learns why its graph failed
+        graph.ended[node] = "done"
+        waiting = [self.tasks[d] for d in graph.dependents[node] if d in self.tasks]
+        if waiting:
+            self.objects.put_result(result_object_id(task_id), result.payload, len(waiting))
+        for ready in graph.release(task_id):
+            dependent = self.tasks.get(ready)
+            if dependent is not None and dependent.state is TaskState.WAITING:
+                dependent.state = TaskState.PENDING
+                dependent.order = self.pending.push(ready, dependent.tags, dependent.spec.priority,
+                                                    dependent.spec.parent_id is not None)
+        if not graph.remaining:
+            self._close_graph(graph, "done")
+        return graph.outputs[node]
+
+    def _end_graph(self, graph: Graph, how: str) -> None:
+        """The first failure (or a cancel) ends the whole graph: its other tasks are dropped."""
+        live = [self.tasks[t] for t in graph.task_ids if t in self.tasks]
+        for task in live:
+            graph.ended.setdefault(graph.index[task.spec.task_id], "cancelled")
+        self._drop_tasks(live)
+        self._finished += len(live)
+        self._close_graph(graph, how)
+
+    def _close_graph(self, graph: Graph, how: str) -> None:
+        if self.graphs.pop((graph.client, graph.graph_id), None) is not None:
+            graph.state = how
+            self.finished_graphs.append(graph)
 
     # -- workers -------------------------------------------------------------
 
@@ -563,6 +682,8 @@ class SchedulerState:
         if client is not None:
             client.tasks.discard(task_id)
             client.done += 1
+        wanted = task.graph is None or self._graph_task_done(task, result)
+        if client is not None and wanted:
             self._reply(task.client, result)
 
     def _reply(self, client: bytes, result: TaskResult) -> None:
@@ -572,6 +693,7 @@ class SchedulerState:
         ClientHello: _on_client_hello,
         ClientBye: _on_client_bye,
         Submit: _on_submit,
+        SubmitGraph: _on_submit_graph,
         PutObjects: _on_put_objects,
         DeleteObjects: _on_delete_objects,
         Cancel: _on_cancel,

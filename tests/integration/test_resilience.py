@@ -34,6 +34,7 @@ from scaler_jupyter.errors import WorkerDiedError
 from scaler_jupyter.protocol import (
     INLINE_LIMIT,
     PROTOCOL_VERSION,
+    GraphTask,
     ObjectSpec,
     OutputLine,
     Payload,
@@ -351,6 +352,9 @@ class Fuzzer:
             "list[TaskResult]": lambda: [TaskResult(self.integer(), r.randint(-1, 8), self.payload(), self.text(),
                                                     [self.scalar() for _ in range(r.randint(0, 3))])
                                          for _ in range(r.randint(0, 3))],
+            "list[GraphTask]": lambda: [GraphTask(self.integer(), self.text(),
+                                                  [self.integer() for _ in range(r.randint(0, 3))], r.random() < 0.5)
+                                        for _ in range(r.randint(0, 4))],
             "list[OutputLine]": lambda: [OutputLine(self.integer(), r.choice(["stdout", "stderr", ""]), self.text())
                                          for _ in range(r.randint(0, 3))],
         }

@@ -14,6 +14,7 @@ from scaler_jupyter.errors import ProtocolError
 from scaler_jupyter.protocol import (
     INLINE_LIMIT,
     PROTOCOL_VERSION,
+    GraphTask,
     Kind,
     ObjectSpec,
     OutputLine,
@@ -53,6 +54,9 @@ _SAMPLES = {
     "ClientWelcome": lambda cls: cls(3, 1.0),
     "ClientBye": lambda cls: cls(),
     "Submit": lambda cls: cls([ObjectSpec(FUNCTION_ID, Payload([b"function"]))], [full_spec(), bare_spec()]),
+    "SubmitGraph": lambda cls: cls(2, "total", [ObjectSpec(FUNCTION_ID, Payload([b"function"]))],
+                                   [bare_spec(), full_spec()],
+                                   [GraphTask(8, "('x', 0)", [], False), GraphTask(7, "total", [8], True)]),
     "PutObjects": lambda cls: cls([ObjectSpec(OBJECT_ID, Payload([b"stream", b"buffer"]))]),
     "DeleteObjects": lambda cls: cls([OBJECT_ID]),
     "Cancel": lambda cls: cls([1, 2, 3]),
@@ -310,7 +314,7 @@ _CASES = _wrong_field_cases()
 
 
 def test_wrong_field_cases_cover_every_field():
-    records = {type(m) for m in samples()} | {ObjectSpec, TaskSpec, TaskResult, OutputLine}
+    records = {type(m) for m in samples()} | {ObjectSpec, TaskSpec, GraphTask, TaskResult, OutputLine}
     every_field = {f"{cls.__name__}.{field.name}" for cls in records for field in dataclasses.fields(cls)}
     assert {case[0] for case in _CASES} == every_field
 

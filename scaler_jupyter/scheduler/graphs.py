@@ -1,0 +1,111 @@
+"""Task graphs on the scheduler: which task waits for which, and where each graph stands.
+
+A graph's tasks are ordinary tasks of the scheduler (see ``state.py``) that start
+``WAITING``: a task joins the pending queue when the last task it depends on is
+done. This module holds only what graphs add: dependents, counts of unfinished
+dependencies, and how each finished task ended, for the monitor feed.
+
+A graph arrives whole and in dependency order, so a task can only depend on tasks
+sent before it: a cycle, or a dependency on another client's task, cannot be
+expressed, only refused as malformed (:func:`check`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from scaler_jupyter.protocol import TASK_ID_BITS, SubmitGraph
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Graph:
+    """One submitted graph. Nodes are numbered by their place in the submission."""
+
+    graph_id: int
+    client: bytes
+    client_number: int
+    name: str
+    keys: list[str]
+    index: dict[int, int]  # task id -> node number
+    task_ids: list[int]
+    dependents: list[list[int]]  # node number -> task ids that wait for it
+    waiting: list[int]  # node number -> dependencies not yet done
+    outputs: list[bool]
+    started: float = dataclasses.field(default_factory=time.time)
+    ended: dict[int, str] = dataclasses.field(default_factory=dict)  # node number -> "done", "failed", "cancelled"
+    state: str = "running"  # then "done", "failed" or "cancelled"
+
+    @property
+    def remaining(self) -> int:
+        return len(self.task_ids) - len(self.ended)
+
+    def release(self, task_id: int) -> list[int]:
+        """The task ended well: return the tasks it was the last dependency of."""
+        ready = []
+        for dependent in self.dependents[self.index[task_id]]:
+            node = self.index[dependent]
+            self.waiting[node] -= 1
+            if self.waiting[node] == 0:
+                ready.append(dependent)
+        return ready
+
+
+def check(msg: SubmitGraph, client_number: int, known: dict) -> str | None:
+    """Why a submitted graph is malformed, or None. ``known``: the scheduler's live task ids."""
+    if len(msg.tasks) != len(msg.nodes):
+        return f"{len(msg.tasks)} tasks but {len(msg.nodes)} nodes"
+    if not msg.tasks:
+        return "an empty graph"
+    seen: set[int] = set()
+    for spec, node in zip(msg.tasks, msg.nodes):  # noqa: B905 - lengths checked above
+        task_id = spec.task_id
+        if task_id != node.task_id:
+            return f"task {task_id} is described by node {node.task_id}"
+        if task_id >> TASK_ID_BITS != client_number or task_id in known or task_id in seen:
+            return f"task id {task_id} is not a new one of this client's"
+        for dependency in node.dependencies:
+            if dependency not in seen:
+                return f"task {task_id} depends on {dependency}, not a task sent before it in this graph"
+        seen.add(task_id)
+    return None
+
+
+def build(msg: SubmitGraph, client: bytes, client_number: int) -> Graph:
+    """The bookkeeping of a graph that passed :func:`check`."""
+    index = {node.task_id: i for i, node in enumerate(msg.nodes)}
+    dependents: list[list[int]] = [[] for _ in msg.nodes]
+    for node in msg.nodes:
+        for dependency in set(node.dependencies):
+            dependents[index[dependency]].append(node.task_id)
+    return Graph(msg.graph_id, client, client_number, msg.name, [node.key for node in msg.nodes], index,
+                 [node.task_id for node in msg.nodes], dependents,
+                 [len(set(node.dependencies)) for node in msg.nodes], [node.output for node in msg.nodes])
+
+
+FINISHED_KEPT = 8  # finished graphs the monitor feed still shows, so a DAG panel sees how each ended
+TASKS_REPORTED = 20_000  # larger graphs report their counts, not each task
+
+
+def describe(graph: Graph, live_state) -> dict:
+    """The monitor feed's entry for ``graph``. ``live_state(task_id)`` names the state of an unfinished task:
+    ``"waiting"``, ``"ready"`` or ``"running"``."""
+    counts = dict.fromkeys(("waiting", "ready", "running", "done", "failed", "cancelled"), 0)
+    tasks = {} if len(graph.task_ids) <= TASKS_REPORTED else None
+    for node, task_id in enumerate(graph.task_ids):
+        state = graph.ended.get(node) or live_state(task_id)
+        counts[state] += 1
+        if tasks is not None:
+            tasks[graph.keys[node]] = state
+    entry = {
+        "id": graph.graph_id,
+        "client": graph.client_number,
+        "name": graph.name,
+        "state": graph.state,
+        "started": graph.started,
+        "total": len(graph.task_ids),
+        "counts": counts,
+    }
+    if tasks is not None:
+        entry["tasks"] = tasks
+    return entry
