@@ -227,17 +227,11 @@ class Client(concurrent.futures.Executor):
         """Like :meth:`submit`, with the task's needs: run only on workers with all ``tags``; higher
         ``priority`` runs first."""
         self._check_open()
-        objects: list[ObjectSpec] = []
-        function_id = self._function_id(fn, objects)
-        try:
-            spec = self._spec(fn, function_id, args, kwargs or {}, sorted(tags or ()), priority)
-        except BaseException:
-            self._sent_objects.difference_update(obj.object_id for obj in objects)  # never sent
-            raise
+        spec = self._spec(fn, self._function_id(fn), args, kwargs or {}, sorted(tags or ()), priority)
         future = Future(spec.task_id, self._cancel)
         with self._futures_lock:
             self._futures[spec.task_id] = future
-        self._connection.send(Submit(objects, [spec]))
+        self._connection.send(Submit([], [spec]))
         return future
 
     def map(self, fn: Callable, *iterables: Iterable, timeout: float | None = None,
@@ -249,16 +243,14 @@ class Client(concurrent.futures.Executor):
         """
         self._check_open()
         deadline = None if timeout is None else time.monotonic() + timeout
-        objects: list[ObjectSpec] = []
         calls: Iterable[tuple] = zip(*iterables)  # noqa: B905 - stops at the shortest, as Executor.map
         task_fn = fn
         if chunksize > 1:
             calls = ((fn, chunk) for chunk in _chunks(calls, chunksize))
             task_fn = _run_chunk
-        function_id = self._function_id(task_fn, objects)
+        function_id = self._function_id(task_fn)
         results = _OrderedResults(self._cancel_many)
         specs: list[TaskSpec] = []
-        sent_any = False
         try:
             for args in calls:
                 spec = self._spec(task_fn, function_id, args, {}, [], 0)
@@ -266,15 +258,13 @@ class Client(concurrent.futures.Executor):
                     self._futures[spec.task_id] = (results, results.add(spec.task_id))
                 specs.append(spec)
                 if len(specs) == _BATCH:
-                    self._connection.send(Submit(objects, specs))
-                    objects, specs, sent_any = [], [], True
+                    self._connection.send(Submit([], specs))
+                    specs = []
         except BaseException:  # an argument that cannot be serialized: what was sent is cancelled
-            if not sent_any:
-                self._sent_objects.difference_update(obj.object_id for obj in objects)
             results.close()
             raise
-        if specs or objects:
-            self._connection.send(Submit(objects, specs))
+        if specs:
+            self._connection.send(Submit([], specs))
         return results.iterate(deadline, flatten=chunksize > 1)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -350,45 +340,40 @@ class Client(concurrent.futures.Executor):
     def _submit_graph(self, plan: graphs.Plan, name: str | None) -> dict[Any, Future]:
         """Send the graph's tasks in one message; return a future per requested key."""
         graph_id = next(self._graph_ids)
-        objects: list[ObjectSpec] = []
-        literal_objects: list[bytes] = []
+        objects: list[ObjectSpec] = []  # large literals: in the graph's own message, held by its tasks there
         task_ids: dict[Any, int] = {}
         literals: dict[Any, Any] = {}
         specs: list[TaskSpec] = []
         nodes: list[GraphTask] = []
         outputs = set(plan.outputs)
-        try:
-            runners = {}
-            for node in plan.nodes:
-                if node.literal:
-                    literals[node.key] = node.expression
-                    continue
-                if node.runner not in runners:
-                    runners[node.runner] = self._function_id(node.runner, objects)
-                values = {}
-                for dependency in node.dependencies:
-                    if dependency in task_ids:
-                        values[dependency] = ObjectRef(result_object_id(task_ids[dependency]))
-                    else:
-                        values[dependency] = self._graph_literal(dependency, literals[dependency], objects,
-                                                                 literal_objects)
-                try:
-                    payload, refs = serialization.dumps_collecting_refs(((node.expression, values), {}),
-                                                                        self.serializer)
-                except Exception as exc:
-                    raise SerializationError(f"the task of key {node.key!r} cannot be serialized: "
-                                             f"{type(exc).__name__}: {exc}") from exc
-                task_id = next(self._task_ids)
-                task_ids[node.key] = task_id
-                specs.append(TaskSpec(task_id, runners[node.runner], payload,
-                                      [r for r in refs if not is_result_object_id(r)], self._serializer_id, [],
-                                      node.level, task_context.current_task_id))
-                nodes.append(GraphTask(task_id, _key_text(node.key),
-                                       [task_ids[d] for d in node.dependencies if d in task_ids],
-                                       node.key in outputs))
-        except BaseException:
-            self._sent_objects.difference_update(obj.object_id for obj in objects)  # never sent
-            raise
+        runners: dict[Callable, bytes] = {}
+        literal_values: dict[Any, Any] = {}  # how each literal travels: itself, or a reference to its object
+        for node in plan.nodes:
+            if node.literal:
+                literals[node.key] = node.expression
+                continue
+            if node.runner not in runners:
+                runners[node.runner] = self._function_id(node.runner)
+            values = {}
+            for dependency in node.dependencies:
+                if dependency in task_ids:
+                    values[dependency] = ObjectRef(result_object_id(task_ids[dependency]))
+                else:
+                    if dependency not in literal_values:
+                        literal_values[dependency] = self._graph_literal(dependency, literals[dependency], objects)
+                    values[dependency] = literal_values[dependency]
+            try:
+                payload, refs = serialization.dumps_collecting_refs(((node.expression, values), {}), self.serializer)
+            except Exception as exc:
+                raise SerializationError(f"the task of key {node.key!r} cannot be serialized: "
+                                         f"{type(exc).__name__}: {exc}") from exc
+            task_id = next(self._task_ids)
+            task_ids[node.key] = task_id
+            specs.append(TaskSpec(task_id, runners[node.runner], payload,
+                                  [r for r in refs if not is_result_object_id(r)], self._serializer_id, [],
+                                  node.level, task_context.current_task_id))
+            nodes.append(GraphTask(task_id, _key_text(node.key),
+                                   [task_ids[d] for d in node.dependencies if d in task_ids], node.key in outputs))
         run = _GraphRun(self, list(task_ids.values()))
         futures: dict[Any, Future] = {}
         for key in plan.outputs:
@@ -403,14 +388,16 @@ class Client(concurrent.futures.Executor):
                     self._futures[task_id] = (run, task_id)
             label = name or (_key_text(plan.outputs[0]) if plan.outputs else f"graph-{graph_id}")
             self._connection.send(SubmitGraph(graph_id, label, objects, specs, nodes))
-            if literal_objects:  # from now on the tasks that need them hold them
-                self._sent_objects.difference_update(literal_objects)
-                self._connection.send(DeleteObjects(literal_objects))
+            # the tasks hold the literals now; this client's claim goes, unless it sent one itself (send_object)
+            unclaimed = [obj.object_id for obj in objects if obj.object_id not in self._sent_objects]
+            if unclaimed:
+                self._connection.send(DeleteObjects(unclaimed))
         return futures
 
-    def _graph_literal(self, key: Any, value: Any, objects: list[ObjectSpec], literal_objects: list[bytes]) -> Any:
+    def _graph_literal(self, key: Any, value: Any, objects: list[ObjectSpec]) -> Any:
         """A literal of the graph as its dependents get it: inline when small, else stored once on the
-        scheduler and referred to, so a large array feeding many tasks travels once."""
+        scheduler and referred to, so a large array feeding many tasks travels once. Each graph carries
+        its own large literals: a claim shared between graphs could be dropped by one while another needs it."""
         if value is None or isinstance(value, (bool, int, float, complex)):
             return value
         try:
@@ -421,10 +408,7 @@ class Client(concurrent.futures.Executor):
         if payload.nbytes < _INLINE_LITERAL_BYTES:
             return value
         object_id = serialization.content_id(payload)
-        if object_id not in self._sent_objects:
-            self._sent_objects.add(object_id)
-            objects.append(ObjectSpec(object_id, payload))
-            literal_objects.append(object_id)
+        objects.append(ObjectSpec(object_id, payload))
         return ObjectRef(object_id, payload.nbytes)
 
     def send_object(self, obj: Any) -> ObjectRef:
@@ -493,13 +477,15 @@ class Client(concurrent.futures.Executor):
             raise RuntimeError("cannot schedule new futures after shutdown")
 
     def _put(self, payload) -> bytes:
+        """Store ``payload`` on the scheduler once. It is queued before it is marked sent, so a task another
+        thread submits as soon as it sees the mark always reaches the scheduler after the object."""
         object_id = serialization.content_id(payload)
         if object_id not in self._sent_objects:
-            self._sent_objects.add(object_id)
             self._connection.send(PutObjects([ObjectSpec(object_id, payload)]))
+            self._sent_objects.add(object_id)
         return object_id
 
-    def _function_id(self, fn: Callable, objects: list[ObjectSpec]) -> bytes:
+    def _function_id(self, fn: Callable) -> bytes:
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
         try:
@@ -513,14 +499,11 @@ class Client(concurrent.futures.Executor):
         except Exception as exc:
             name = getattr(fn, "__qualname__", type(fn).__name__)
             raise SerializationError(f"the function {name} could not be serialized: {exc}") from exc
-        object_id = serialization.content_id(payload)
+        object_id = self._put(payload)
         try:
             self._function_ids[fn] = object_id
         except TypeError:
             pass
-        if object_id not in self._sent_objects:
-            self._sent_objects.add(object_id)
-            objects.append(ObjectSpec(object_id, payload))
         return object_id
 
     def _spec(self, fn: Callable, function_id: bytes, args: tuple, kwargs: dict, tags: list[str],

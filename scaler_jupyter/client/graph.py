@@ -6,7 +6,8 @@ and dicts of those; a bare key (an alias); or a literal. Newer Dask hands its
 graphs over as ``dask._task_spec`` objects instead (or mixed with tuples); those
 are normalized with Dask's own ``convert_legacy_graph`` and run by calling each
 node with its dependencies' values, as Dask's schedulers do. Tuple graphs need no
-Dask: they are walked here, with the semantics of Dask's current schedulers.
+Dask: they are walked here (:func:`_scan`), with the semantics of Dask's current
+schedulers.
 
 Everything here runs in the client before anything is sent, so a cycle or a
 missing key is an error with nothing started.
@@ -124,52 +125,60 @@ def _is_task(value: Any) -> bool:
 
 
 def _tuple_nodes(dsk: Mapping, outputs: list) -> dict[Hashable, Node]:
+    has_task: dict[Hashable, bool] = {}
+
     def dependencies_of(key, value) -> list:
         found: dict = {}
-        _find_keys(value, dsk, found)
+        has_task[key] = _scan(value, dsk, found)
         return list(found)
 
     nodes = {}
     for key, dependencies in _cull(dsk, outputs, dependencies_of).items():
-        value = dsk[key]
-        literal = not dependencies and not _is_task(value)
-        nodes[key] = Node(key, value, dependencies, literal, runner=None if literal else run_tuple_task)
+        literal = not dependencies and not has_task[key]
+        nodes[key] = Node(key, dsk[key], dependencies, literal, runner=None if literal else run_tuple_task)
     return nodes
 
 
-def _find_keys(value: Any, dsk: Mapping, found: dict) -> None:
+def _is_key(value: Any, keys: Mapping) -> bool:
+    """Whether ``value`` names another entry: only strings, numbers and tuples do, as in Dask."""
+    if not isinstance(value, (str, int, float, tuple)):
+        return False
+    try:
+        return value in keys
+    except TypeError:  # a tuple holding something unhashable
+        return False
+
+
+def _scan(value: Any, dsk: Mapping, found: dict) -> bool:
+    """Record in ``found`` the keys ``value`` reads; return whether a task appears in it.
+
+    As in Dask: a task's arguments are read, and so are lists, tuples and sets, at any
+    depth; a dict is read only as a task's direct argument; anything else is a literal.
+    """
     if _is_task(value):
         for arg in value[1:]:
-            _find_keys(arg, dsk, found)
-        return
-    try:
-        if value in dsk:
-            found[value] = None
-            return
-    except TypeError:  # unhashable: a list, a dict, an array...
-        pass
+            for item in (arg.values() if type(arg) is dict else (arg,)):
+                _scan(item, dsk, found)
+        return True
+    if _is_key(value, dsk):
+        found[value] = None
+        return False
     if isinstance(value, (list, tuple, set, frozenset)):
-        for item in value:
-            _find_keys(item, dsk, found)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _find_keys(item, dsk, found)
+        return any([_scan(item, dsk, found) for item in value])  # a list: every item is scanned
+    return False
 
 
 def run_tuple_task(expression: Any, values: dict) -> Any:
     """Evaluate a tuple-form task on a worker; ``values`` holds its dependencies' results by key."""
     if _is_task(expression):
         function, *args = expression
-        return function(*[run_tuple_task(arg, values) for arg in args])
-    try:
-        if expression in values:
-            return values[expression]
-    except TypeError:
-        pass
-    if isinstance(expression, (list, tuple, set, frozenset)) and not hasattr(expression, "_fields"):
-        return type(expression)(run_tuple_task(item, values) for item in expression)
-    if isinstance(expression, dict):
-        return {name: run_tuple_task(item, values) for name, item in expression.items()}
+        return function(*[{name: run_tuple_task(item, values) for name, item in arg.items()} if type(arg) is dict
+                          else run_tuple_task(arg, values) for arg in args])
+    if _is_key(expression, values):
+        return values[expression]
+    if isinstance(expression, (list, tuple, set, frozenset)):
+        items = [run_tuple_task(item, values) for item in expression]
+        return type(expression)(*items) if hasattr(expression, "_fields") else type(expression)(items)
     return expression
 
 

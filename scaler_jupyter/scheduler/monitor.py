@@ -44,8 +44,8 @@ busy on two cores reads 200).
     - ``id`` (int): the client's number; ``name``, ``host`` (str); ``pid`` (int).
     - ``tasks`` (int): its live tasks (pending or assigned).
     - ``submitted``, ``done`` (int, cumulative): tasks it submitted, and those that ended.
-- ``graphs`` (list): every running graph, then the last few to end (``graphs.FINISHED_KEPT``),
-  oldest first, for DAG panels. Each a dict:
+- ``graphs`` (list), for DAG panels: the last few graphs to end (``graphs.FINISHED_KEPT``), then every
+  running graph, each group oldest first. Each a dict:
     - ``id`` (int): the graph's number, unique per client; ``client`` (int): its client's ``id``.
     - ``name`` (str): what the client called it (by default its first output key).
     - ``state`` (str): ``running``, ``done``, ``failed`` or ``cancelled``.

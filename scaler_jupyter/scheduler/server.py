@@ -15,6 +15,7 @@ from zmq.utils.monitor import parse_monitor_message
 from scaler_jupyter.errors import ProtocolError
 from scaler_jupyter.protocol import decode
 from scaler_jupyter.protocol.transport import receive_routed, send
+from scaler_jupyter.scheduler.connections import ConnectionTracker
 from scaler_jupyter.scheduler.monitor import TOPIC, build_snapshot, encode_snapshot, monitor_of
 from scaler_jupyter.scheduler.state import SchedulerConfig, SchedulerState
 from scaler_jupyter.security import ClusterKeys
@@ -132,8 +133,8 @@ class SchedulerServer:
         self.monitor_address = self._feed.address
         monitor = monitor_of(self.state)
         monitor.address, monitor.monitor_address = self.address, self.monitor_address
-        self._connections = self._router.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
-        self._peer_at_fd: dict[int, bytes] = {}
+        self._connections = self._router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._tracker = ConnectionTracker()
         self._wakeup_r, self._wakeup_w = os.pipe()
         self._running = True
 
@@ -163,7 +164,7 @@ class SchedulerServer:
                 now = time.monotonic()
                 if authenticator is not None and authenticator.socket in events:  # handshakes wait on it
                     authenticator.handle()
-                if self._connections in events:  # before messages: a reused fd's old peer goes first
+                if self._connections in events:
                     self._on_connection_events()
                 if router in events:
                     for _ in range(_DRAIN):
@@ -171,8 +172,10 @@ class SchedulerServer:
                         if item is None:
                             break
                         identity, source_fd, frames = item
-                        if source_fd is not None and self._peer_at_fd.get(source_fd) != identity:
-                            self._peer_at_fd[source_fd] = identity
+                        if source_fd is not None:
+                            gone = self._tracker.on_message(identity, source_fd)
+                            if gone is not None:
+                                state.on_disconnect(gone)
                         self._apply(identity, frames, now)
                 if now >= next_tick:
                     state.on_tick(now)
@@ -199,11 +202,8 @@ class SchedulerServer:
     def _on_connection_events(self) -> None:
         while self._connections.get(zmq.EVENTS) & zmq.POLLIN:
             event = parse_monitor_message(self._connections.recv_multipart())
-            fd = event["value"]
-            if event["event"] == zmq.EVENT_ACCEPTED:
-                self._peer_at_fd.pop(fd, None)  # a new connection on a reused fd
-            elif event["event"] == zmq.EVENT_DISCONNECTED:
-                peer = self._peer_at_fd.pop(fd, None)
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                peer = self._tracker.on_disconnected(event["value"])
                 if peer is not None:
                     self.state.on_disconnect(peer)
 

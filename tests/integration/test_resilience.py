@@ -470,3 +470,28 @@ def test_fuzzed_frames_neither_crash_the_scheduler_nor_stop_a_normal_client(capf
     errors = [line for line in capfd.readouterr().err.splitlines() if "scheduler ERROR" in line]
     assert not errors, f"{len(errors)} messages passed the codec and failed in a handler, e.g.:\n" + "\n".join(
         errors[:10])
+
+
+# ---------------------------------------------------------------------------
+# Clients coming and going on reused connections
+
+
+def test_clients_connecting_while_another_keeps_the_scheduler_busy_are_never_dropped():
+    """A new client may reuse the fd of one that just left, and its first messages may be read before the old
+    connection's DISCONNECTED event: that event must not end the new client."""
+    stop = False
+    with LocalCluster(n_workers=1, timeout=START_TIMEOUT) as local:
+        def keep_busy():
+            with connect(local.address) as busy:
+                while not stop:
+                    assert list(busy.map(add, range(500), range(500), timeout=MAP_TIMEOUT))[-1] == 998
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(keep_busy)
+            try:
+                for i in range(60):
+                    with connect(local.address) as client:
+                        assert client.submit(add, i, 1).result(MAP_TIMEOUT) == i + 1
+            finally:
+                stop = True
+            busy.result(MAP_TIMEOUT)

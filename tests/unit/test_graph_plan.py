@@ -93,3 +93,18 @@ def test_plan_accepts_dask_collections_and_task_spec_graphs():
 
     total = dask.delayed(sum)([dask.delayed(inc)(i) for i in range(3)])
     assert len(plan(total, total.key).nodes) == 4
+
+
+def test_a_container_of_tasks_is_a_task_even_with_no_key_inside():
+    nodes = by_key(plan({"l": [(inc, 1), (inc, 2)], "t": ((inc, 10), 5), "s": {(inc, 1)}}, ["l", "t", "s"]))
+    assert not any(node.literal for node in nodes.values())
+    assert run_tuple_task(nodes["l"].expression, {}) == [2, 3]
+    assert run_tuple_task(nodes["t"].expression, {}) == (11, 5)
+
+
+def test_a_dict_is_read_only_as_a_task_s_direct_argument():
+    dsk = {"x": 1, "d": {"a": "x"}, "e": (dict, {"a": "x"}), "f": (list, [{"a": "x"}])}
+    nodes = by_key(plan(dsk, ["d", "e", "f"]))
+    assert nodes["d"].literal
+    assert nodes["e"].dependencies == ["x"]
+    assert nodes["f"].dependencies == []  # inside a list, a dict is data
