@@ -17,6 +17,7 @@ import importlib
 import json
 import operator
 import pickle
+import reprlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -39,6 +40,8 @@ class Ref:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Input:
+    """A parameter left unbound when the graph was traced: ``to_dict`` fills it, or its default does."""
+
     name: str
     default: Any = MISSING
 
@@ -328,6 +331,10 @@ class Graph:
         return "\n".join(lines) + "\n"
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        """An interactive drawing where HTML is shown (a notebook), else the repr: the drawing embeds BokehJS,
+        about 1.3 MB, which a terminal has no use for."""
+        if (include is not None and "text/html" not in include) or (exclude is not None and "text/html" in exclude):
+            return {"text/plain": repr(self)}
         from scaler_jupyter.pargraph.drawing import mimebundle
 
         return mimebundle(self)
@@ -626,9 +633,13 @@ def _label(function: Callable) -> str:
     return getattr(function, "__name__", None) or type(function).__name__
 
 
-def _short(value: Any, limit: int = 24) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 24
+
+
+def _short(value: Any) -> str:
+    """A bounded repr: a large constant must not cost its full repr in ``repr(graph)`` or ``to_dot``."""
+    return _SHORT.repr(value)
 
 
 def _edge_label(ref: Ref, slot: str) -> str:
