@@ -105,9 +105,12 @@ def graph(function: Callable) -> Callable:
         if bind_traced:
             arguments = signature.bind(*args, **kwargs)
             arguments.apply_defaults()
-            bound = {n: v for n, v in arguments.arguments.items() if not isinstance(v, tracer.Proxy)}
-            inputs = [(n, MISSING) for n, v in arguments.arguments.items() if isinstance(v, tracer.Proxy)]
-            outer = [arguments.arguments[n] for n, _ in inputs]
+            outer_builder = tracer.current()
+            values = {n: outer_builder.proxy(v) if tracer.holds_traced(v) else v
+                      for n, v in arguments.arguments.items()}
+            bound = {n: v for n, v in values.items() if not isinstance(v, tracer.Proxy)}
+            inputs = [(n, MISSING) for n, v in values.items() if isinstance(v, tracer.Proxy)]
+            outer = [values[n] for n, _ in inputs]
         else:
             bound, inputs = _split(signature, args, kwargs, function)
             outer = []

@@ -38,7 +38,7 @@ from bokeh.models import (
 from bokeh.plotting import figure as _bokeh_figure
 from bokeh.resources import INLINE
 
-from scaler_jupyter.pargraph.model import MISSING, Graph, Ref
+from scaler_jupyter.pargraph.model import MISSING, Graph, Ref, base_key
 
 VERTICES = "pargraph-vertices"  # the name of the vertex source, how update_states finds it in a figure
 EDGES = "pargraph-edges"
@@ -329,6 +329,7 @@ def states_from_snapshot(graph: Graph, entry: Mapping[str, Any]) -> dict[str, st
     keys = graph.task_keys()
     tasks = entry.get("tasks")
     if tasks is not None:
+        tasks = {base_key(key): state for key, state in tasks.items()}  # the same names for every call's inputs
         states = {node: tasks[key] for node, key in keys.items() if key in tasks}
     elif entry.get("state") == "done":
         states = dict.fromkeys(keys, "done")

@@ -16,6 +16,7 @@ import concurrent.futures
 from collections.abc import Hashable, Mapping
 from typing import Any
 
+from scaler_jupyter.client import Client
 from scaler_jupyter.client.graph import Node, Plan, plan
 
 
@@ -34,6 +35,8 @@ class GraphEngine:
         if backend is None:
             values = _run_here(plan(dsk, flat))
         elif _has_scheduler_side_get(backend):
+            if not isinstance(backend, Client):  # Dask checks late, with its own errors: the same checks first
+                plan(dsk, flat)
             values = dict(zip(flat, backend.get(dsk, flat, **options), strict=True))
         elif hasattr(backend, "submit"):
             values = _run_on_executor(backend, plan(dsk, flat))
@@ -47,8 +50,6 @@ class GraphEngine:
 
 def _has_scheduler_side_get(backend: Any) -> bool:
     """This engine's Client and Dask's distributed Client run whole graphs themselves."""
-    from scaler_jupyter.client import Client
-
     if isinstance(backend, Client):
         return True
     return type(backend).__module__.startswith("distributed") and hasattr(backend, "get")

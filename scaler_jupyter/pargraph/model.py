@@ -18,6 +18,7 @@ import json
 import operator
 import pickle
 import reprlib
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -81,15 +82,25 @@ class Graph:
 
     def to_dict(self, *args: Any, **kwargs: Any) -> tuple[dict, str | tuple[str, ...]]:
         """The graph as a Dask-format dict, its inputs filled as a call would fill them; and the output keys:
-        one key, or a tuple of keys if the program returns a tuple."""
+        one key, or a tuple of keys if the program returns a tuple (``dask.get`` wants ``list(keys)`` then).
+
+        Every key ends in ``@`` and a digest of the graph and its inputs, as Dask's own keys are tokens of
+        their content: Dask distributed keeps results by key, so the same names for other inputs would
+        return stale results.
+        """
         values = self._bind(args, kwargs)
         flat = self.explode_subgraphs()
-        return _DictBuilder(flat, values).build()
+        try:
+            token = _digest(flat.fingerprint().encode() + _value_bytes(values))
+        except Exception:  # an input that cannot be pickled here: a fresh token, never a stale hit
+            token = uuid.uuid4().hex[:16]
+        return _DictBuilder(flat, values, token).build()
 
     def task_keys(self) -> dict[str, str]:
-        """For each node of :meth:`explode_subgraphs`, the key :meth:`to_dict` gives its task: how a monitor's
-        per-task states (``Client.status()["graphs"]``) map back onto this graph's nodes."""
-        keys = _DictBuilder(self.explode_subgraphs(), {}).assign_keys()
+        """For each node of :meth:`explode_subgraphs`, the key :meth:`to_dict` gives its task, without its
+        ``@`` suffix (see :func:`base_key`): how a monitor's per-task states (``Client.status()["graphs"]``)
+        map back onto this graph's nodes."""
+        keys = _DictBuilder(self.explode_subgraphs(), {}, "").assign_keys()
         return {ref.name: key for ref, key in keys.items() if ref.kind == "node"}
 
     def _bind(self, args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -296,36 +307,55 @@ class Graph:
         )
 
     def fingerprint(self) -> str:
-        """A digest of the graph's structure and constants: equal graphs have equal fingerprints."""
-        return _digest(json.dumps(self.to_json(), sort_keys=True).encode(), 16)
+        """A digest of the graph's structure, functions and constants: equal graphs have equal fingerprints."""
+        return _digest(json.dumps(self._canonical(), sort_keys=True).encode(), 16)
+
+    def _canonical(self) -> dict:
+        """What equality compares: structure, functions by what they are (import path, or code and captured
+        values: a function pickled by value is another object after a round trip), constants by content."""
+        return {
+            "name": self.name,
+            "multiple": self.multiple,
+            "inputs": [[i.name, None if i.default is MISSING else _value_identity(i.default)]
+                       for i in self.inputs.values()],
+            "consts": {name: _value_identity(value) for name, value in self.consts.items()},
+            "nodes": [[node.key, node.label, [str(r) + r.kind for r in node.args],
+                       [[k, str(r) + r.kind] for k, r in node.kwargs], node.outputs, node.implicit,
+                       node.subgraph._canonical() if node.subgraph is not None else _identity(node.function)]
+                      for node in self.nodes.values()],
+            "outputs": {name: [ref.kind, str(ref)] for name, ref in self.outputs.items()},
+        }
 
     # -- drawing ---------------------------------------------------------------
 
     def to_dot(self) -> str:
         """The graph in Graphviz's DOT language: inputs as ellipses, constants as notes, calls as boxes,
         outputs as double octagons."""
-        lines = [f"digraph {json.dumps(self.name)} {{", "  rankdir=LR;", "  node [fontname=Helvetica];"]
+        def quote(text: str) -> str:  # a DOT string: double quotes and backslashes escaped, nothing else
+            return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+        lines = [f"digraph {quote(self.name)} {{", "  rankdir=LR;", "  node [fontname=Helvetica];"]
 
         def node_id(ref: Ref) -> str:
-            return json.dumps(f"{ref.kind}:{ref.name}")
+            return quote(f"{ref.kind}:{ref.name}")
 
         for name in self.inputs:
-            lines.append(f"  {node_id(Ref('input', name))} [label={json.dumps(name)}, shape=ellipse];")
+            lines.append(f"  {node_id(Ref('input', name))} [label={quote(name)}, shape=ellipse];")
         for name, value in self.consts.items():
-            lines.append(f"  {node_id(Ref('const', name))} [label={json.dumps(_short(value))}, shape=note];")
+            lines.append(f"  {node_id(Ref('const', name))} [label={quote(_short(value))}, shape=note];")
         for node in self.nodes.values():
             style = ", style=dashed" if node.implicit else ""
             shape = "box3d" if node.subgraph is not None else "box"
-            lines.append(f"  {node_id(Ref('node', node.key))} [label={json.dumps(node.label)}, shape={shape}{style}];")
+            lines.append(f"  {node_id(Ref('node', node.key))} [label={quote(node.label)}, shape={shape}{style}];")
             for position, ref in enumerate(node.args):
                 lines.append(f"  {node_id(ref)} -> {node_id(Ref('node', node.key))} "
-                             f"[label={json.dumps(_edge_label(ref, str(position)))}];")
+                             f"[label={quote(_edge_label(ref, str(position)))}];")
             for name, ref in node.kwargs:
                 lines.append(f"  {node_id(ref)} -> {node_id(Ref('node', node.key))} "
-                             f"[label={json.dumps(_edge_label(ref, name))}];")
+                             f"[label={quote(_edge_label(ref, name))}];")
         for name, ref in self.outputs.items():
-            out = json.dumps(f"output:{name}")
-            lines.append(f"  {out} [label={json.dumps(name)}, shape=doubleoctagon];")
+            out = quote(f"output:{name}")
+            lines.append(f"  {out} [label={quote(name)}, shape=doubleoctagon];")
             lines.append(f"  {node_id(ref)} -> {out};")
         lines.append("}")
         return "\n".join(lines) + "\n"
@@ -344,7 +374,7 @@ class Graph:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Graph):
             return NotImplemented
-        return self.to_json() == other.to_json()
+        return self._canonical() == other._canonical()
 
     def __hash__(self) -> int:
         return hash(self.fingerprint())
@@ -428,21 +458,21 @@ class KeywordCall:
 class _DictBuilder:
     """Turns a flat graph (no subgraphs) and its input values into a Dask dict and output keys."""
 
-    def __init__(self, graph: Graph, values: dict) -> None:
+    def __init__(self, graph: Graph, values: dict, token: str) -> None:
         self.graph = graph
         self.values = values
+        self.suffix = f"@{token}" if token else ""
         self.keys: dict[Ref, str] = {}
         self.dsk: dict = {}
 
     def assign_keys(self) -> dict[Ref, str]:
-        """The Dask key of every input, constant and node."""
+        """The Dask key of every input, constant and node; outputs are keyed by their names."""
         graph = self.graph
-        taken: set[str] = set()
+        taken = {name + self.suffix for name in graph.outputs}
         # an output produced by a node takes the output's name as the node's key: no alias task
         for name, ref in graph.outputs.items():
             if ref.kind == "node" and ref.index is None and Ref("node", ref.name) not in self.keys:
-                self.keys[Ref("node", ref.name)] = name
-                taken.add(name)
+                self.keys[Ref("node", ref.name)] = name + self.suffix
         for name in graph.inputs:
             self.keys[Ref("input", name)] = self._fresh(f"input-{name}", taken)
         for name in graph.consts:
@@ -450,7 +480,7 @@ class _DictBuilder:
         for key in graph.nodes:
             if Ref("node", key) not in self.keys:
                 self.keys[Ref("node", key)] = self._fresh(key, taken)
-        self.every_key = taken | set(self.keys.values())
+        self.every_key = taken
         return self.keys
 
     def build(self) -> tuple[dict, str | tuple[str, ...]]:
@@ -470,38 +500,42 @@ class _DictBuilder:
             self.dsk[self.keys[Ref("node", node.key)]] = task
         outputs = []
         for name, ref in graph.outputs.items():
-            outputs.append(name)
-            if self.keys.get(Ref(ref.kind, ref.name)) == name and ref.index is None:
+            key = name + self.suffix
+            outputs.append(key)
+            if key in self.dsk:
                 continue  # the node's own key
-            if name in self.dsk:
-                raise ValueError(f"output name {name!r} is also a key of the graph")
             if ref.kind == "node" and ref.index is not None:
-                self.dsk[name] = (operator.getitem, self.keys[Ref("node", ref.name)], ref.index)
+                self.dsk[key] = (operator.getitem, self.keys[Ref("node", ref.name)], ref.index)
             elif ref.kind == "node":
-                self.dsk[name] = self.keys[Ref("node", ref.name)]  # two outputs of one node: an alias
+                self.dsk[key] = self.keys[Ref("node", ref.name)]  # two outputs of one node: an alias
             else:
-                self.dsk[name] = self.dsk[self._key(ref)]  # an input or a constant, as it is
+                self.dsk[key] = self.dsk[self._key(ref)]  # an input or a constant, as it is
         return self.dsk, (tuple(outputs) if graph.multiple else outputs[0])
 
-    @staticmethod
-    def _fresh(key: str, taken: set[str]) -> str:
+    def _fresh(self, key: str, taken: set[str]) -> str:
         candidate, n = key, 1
-        while candidate in taken:
+        while candidate + self.suffix in taken:
             n += 1
             candidate = f"{key}~{n}"
-        taken.add(candidate)
-        return candidate
+        taken.add(candidate + self.suffix)
+        return candidate + self.suffix
 
     def _key(self, ref: Ref) -> str:
+        whole = self.keys[Ref(ref.kind, ref.name)]
         if ref.index is None:
-            return self.keys[Ref(ref.kind, ref.name)]
-        key = f"{self.keys[Ref(ref.kind, ref.name)]}[{ref.index}]"
+            return whole
+        key = f"{base_key(whole)}[{ref.index}]{self.suffix}"
         if key not in self.dsk:
-            self.dsk[key] = (operator.getitem, self.keys[Ref(ref.kind, ref.name)], ref.index)
+            self.dsk[key] = (operator.getitem, whole, ref.index)
         return key
 
     def _literal(self, value: Any) -> Any:
         return value if _inert(value, self.every_key) else (unquote, _Quoted(value))
+
+
+def base_key(key: str) -> str:
+    """A :meth:`Graph.to_dict` key without its ``@`` content digest: the name a node has in every call."""
+    return key.rpartition("@")[0] if "@" in key else key
 
 
 def _inert(value: Any, keys: set) -> bool:
@@ -626,7 +660,47 @@ def _value_bytes(value: Any) -> bytes:
 
 
 def _function_name(function: Callable) -> str:
-    return _import_path(function) or _digest(_value_bytes(function))
+    return _import_path(function) or _digest(json.dumps(_identity(function)).encode())
+
+
+def _value_identity(value: Any) -> str:
+    return _digest(_value_bytes(value), 16)
+
+
+def _identity(function: Any, _seen: frozenset = frozenset()) -> Any:
+    """What a function is, for equality: its import path, or its code and what it captured; a fused chain by
+    its stages. A function pickled by value is a new object after a round trip, but the same function."""
+    path = _import_path(function)
+    if path is not None:
+        return ["import", path]
+    if id(function) in _seen:  # a recursive function refers to itself
+        return ["self"]
+    _seen = _seen | {id(function)}
+    if isinstance(function, Chain):
+        return ["chain", [[_identity(st.function, _seen), list(map(list, st.args)),
+                           [[k, list(v)] for k, v in st.kwargs]] for st in function.stages]]
+    if getattr(function, "pargraph_kind", None) is not None:  # a decorated function: what it wraps
+        return ["pargraph", function.pargraph_kind, _identity(function.__wrapped__, _seen)]
+    code = getattr(function, "__code__", None)
+    if code is not None:
+        cells = [_identity(c, _seen) if callable(c) else _value_identity(c)
+                 for c in (cell.cell_contents for cell in function.__closure__ or () if _cell_filled(cell))]
+        return ["code", function.__module__, function.__qualname__, _code_identity(code), cells,
+                _value_identity((function.__defaults__, function.__kwdefaults__))]
+    return ["pickle", _value_identity(function)]
+
+
+def _code_identity(code: Any) -> str:
+    consts = [_code_identity(c) if hasattr(c, "co_code") else repr(c) for c in code.co_consts]
+    return _digest(code.co_code + repr((code.co_names, code.co_varnames, consts)).encode(), 16)
+
+
+def _cell_filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises
+    except ValueError:
+        return False
+    return True
 
 
 def _label(function: Callable) -> str:

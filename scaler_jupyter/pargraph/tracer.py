@@ -27,8 +27,10 @@ from scaler_jupyter.pargraph.model import MISSING, Graph, Input, Node, Ref
 
 _current: contextvars.ContextVar[Builder | None] = contextvars.ContextVar("pargraph_builder", default=None)
 
-_MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"  # private-use characters: no text has them, case changes keep them
-_MARKER = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
+# Private-use characters no text has, around a number between case canaries ("m", "M"): a marker that was
+# upper- or lower-cased no longer matches, and its leftovers say the text was changed at trace time.
+_MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
+_MARKER = re.compile(f"{_MARK_OPEN}m(\\d+)M{_MARK_CLOSE}")
 
 
 def current() -> Builder | None:
@@ -75,7 +77,7 @@ class Builder:
         container or text from traced parts."""
         if isinstance(value, Proxy):
             return value._pg_materialize(self)
-        if not _holds_traced(value):
+        if not holds_traced(value):
             name = f"const-{next(self._numbers)}"
             self.consts[name] = value
             return Ref("const", name)
@@ -89,12 +91,26 @@ class Builder:
         kind = type(value)
         return self.call(_BUILDERS.get(kind, kind), (*value,), {}, kind.__name__, implicit=True)._pg_ref
 
-    def marker(self, ref: Ref, spec: str, conversion: str | None) -> str:
+    def marker(self, ref: Ref, spec: str, conversion: str | None) -> TracedText:
         number = next(self._numbers)
         self._markers[number] = (ref, spec, conversion)
-        return f"{_MARK_OPEN}{number}{_MARK_CLOSE}"
+        return TracedText(f"{_MARK_OPEN}m{number}M{_MARK_CLOSE}")
+
+    def reformat(self, text: str, spec: str) -> TracedText:
+        """``format(str(x), spec)``, as in ``f"{x!r:>12}"``: the spec applies to the value's text."""
+        match = _MARKER.fullmatch(text)
+        entry = self._markers.get(int(match.group(1))) if match else None
+        if entry is None or entry[1]:
+            raise TypeError("formatting the text of a traced value twice: do it inside a @delayed function")
+        return self.marker(entry[0], spec, entry[2])
+
+    def proxy(self, value: Any) -> Proxy:
+        """``value`` as a traced value of this graph: a container or text holding traced values becomes the
+        node that builds it."""
+        return value if isinstance(value, Proxy) else Proxy(self, self.ref(value))
 
     def _text(self, text: str) -> Ref:
+        text = str.__str__(text)  # plain str: TracedText refuses the operations used here
         parts: list = []
         position = 0
         for match in _MARKER.finditer(text):
@@ -111,8 +127,8 @@ class Builder:
         if rest:
             parts.append(rest)
         if any(_MARK_OPEN in p or _MARK_CLOSE in p for p in parts if isinstance(p, str)):
-            raise TypeError("the text of a traced value was cut or changed while tracing (sliced, or transformed "
-                            "after str() or an f-string): do that inside a @delayed function")
+            raise TypeError("the text of a traced value was cut or changed while tracing (sliced, or its case "
+                            "changed after an f-string): do that inside a @delayed function")
         if len(parts) == 1 and isinstance(parts[0], Proxy):
             return parts[0]._pg_ref
         return self.call(concat, tuple(parts), {}, "concat", implicit=True)._pg_ref
@@ -122,15 +138,16 @@ class Builder:
         return Graph(dict(self.inputs), dict(self.consts), dict(self.nodes), refs, multiple, self.name)
 
 
-def _holds_traced(value: Any) -> bool:
+def holds_traced(value: Any) -> bool:
+    """Whether ``value`` is, or holds, a traced value (in a list, tuple, set, dict, or text)."""
     if isinstance(value, Proxy):
         return True
     if isinstance(value, str):
-        return _MARK_OPEN in value or _MARK_CLOSE in value
+        return str.__contains__(value, _MARK_OPEN) or str.__contains__(value, _MARK_CLOSE)
     if type(value) in (list, tuple, set, frozenset) or (isinstance(value, tuple) and hasattr(value, "_fields")):
-        return any(_holds_traced(item) for item in value)
+        return any(holds_traced(item) for item in value)
     if type(value) is dict:
-        return any(_holds_traced(k) or _holds_traced(v) for k, v in value.items())
+        return any(holds_traced(k) or holds_traced(v) for k, v in value.items())
     return False
 
 
@@ -179,6 +196,43 @@ def call(function: Callable, *args: Any, **kwargs: Any) -> Any:
 
 def call_method(obj: Any, name: str, *args: Any, **kwargs: Any) -> Any:
     return getattr(obj, name)(*args, **kwargs)
+
+
+# -- text of traced values ------------------------------------------------------
+
+
+class TracedText(str):
+    """What ``str()``, ``repr()`` and ``format()`` of a traced value return: text holding a marker.
+
+    It may be concatenated, joined, put in an f-string and passed on; the marker becomes a node where
+    the text is used. Anything that would need the value's real text now (comparing, ``len``, slicing,
+    str methods) raises, instead of silently working on the marker.
+    """
+
+    __slots__ = ()
+
+    def __format__(self, spec: str) -> str:
+        builder = current()
+        if not spec or builder is None:
+            return str.__str__(self)
+        return builder.reformat(self, spec)
+
+
+def _refuse_text(name: str) -> Callable:
+    def refuse(self: TracedText, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{name} on the text of a traced value: the text does not exist until the graph runs. "
+                        "Work on it inside a @delayed function.")
+
+    refuse.__name__ = name
+    return refuse
+
+
+for _name in [n for n in vars(str) if not n.startswith("_")] + [
+        "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__len__", "__getitem__", "__contains__",
+        "__iter__", "__mod__", "__rmod__"]:
+    setattr(TracedText, _name, _refuse_text(_name))
+TracedText.__hash__ = _refuse_text("__hash__")
+TracedText.join = str.join  # "".join([str(x), ...]) joins the parts; the result is plain text with the marker
 
 
 # -- the proxy ------------------------------------------------------------------
