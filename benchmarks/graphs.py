@@ -80,16 +80,18 @@ def array_expression():
 
 
 @contextlib.contextmanager
-def ours() -> Iterator[Callable]:
+def our_client() -> Iterator:
+    """This engine: ``LocalCluster(n_workers=2)`` and a Client of it, both workers joined."""
     from scaler_jupyter import Client, LocalCluster
 
     with LocalCluster(n_workers=N_WORKERS) as cluster, Client(cluster.address) as client:
         client.wait_for_workers(N_WORKERS, timeout=60)
-        yield client.get
+        yield client
 
 
 @contextlib.contextmanager
-def dask() -> Iterator[Callable]:
+def dask_client() -> Iterator:
+    """Dask distributed: a LocalCluster of 2 single-threaded worker processes and a Client of it."""
     import distributed
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
@@ -99,10 +101,10 @@ def dask() -> Iterator[Callable]:
                                       dashboard_address=None, host="127.0.0.1") as cluster, \
                 distributed.Client(cluster) as client:
             client.wait_for_workers(N_WORKERS, timeout=60)
-            yield client.get
+            yield client
 
 
-SYSTEMS = {"ours": ours, "dask": dask}
+SYSTEMS = {"ours": our_client, "dask": dask_client}
 
 
 def timed(fn: Callable[[], object], check: Callable[[object], None], repeat: int) -> float:
@@ -121,7 +123,9 @@ def run(name: str, repeat: int) -> dict[str, float | str]:
     want = expected_tree()
     expression = array_expression()
     results: dict[str, float | str] = {}
-    with SYSTEMS[name]() as get:
+    with SYSTEMS[name]() as client:
+        get = client.get
+
         def check_tree(value):
             assert value == want, (value, want)
 

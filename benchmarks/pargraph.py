@@ -30,14 +30,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import logging
 import os
 import platform
 import random
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -47,6 +45,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 # workers import the task functions by module name: they need the checkout on their path too
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # workers import this module, and it imports graphs
+from graphs import dask_client, our_client  # noqa: E402 (benchmarks/graphs.py: the same two clusters)
 
 from scaler_jupyter.pargraph import GraphEngine, delayed, graph  # noqa: E402 (after the path is set)
 
@@ -114,25 +115,14 @@ def programs() -> dict[str, tuple[dict, str, object, float | None]]:
 
 @contextlib.contextmanager
 def ours() -> Iterator[GraphEngine]:
-    from scaler_jupyter import Client, LocalCluster
-
-    with LocalCluster(n_workers=N_WORKERS) as cluster, Client(cluster.address) as client:
-        client.wait_for_workers(N_WORKERS, timeout=60)
+    with our_client() as client:
         yield GraphEngine(client)
 
 
 @contextlib.contextmanager
 def dask() -> Iterator[GraphEngine]:
-    import distributed
-
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with distributed.LocalCluster(n_workers=N_WORKERS, threads_per_worker=1, processes=True,
-                                      dashboard_address=None, host="127.0.0.1") as cluster, \
-                distributed.Client(cluster) as client:
-            client.wait_for_workers(N_WORKERS, timeout=60)
-            yield GraphEngine(client)
+    with dask_client() as client:
+        yield GraphEngine(client)
 
 
 SYSTEMS = {"ours": ours, "dask": dask}

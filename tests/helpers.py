@@ -1,4 +1,5 @@
-"""Test-side helpers: bounded waits and process bookkeeping; and :func:`record_run`, which tasks call on workers."""
+"""Test-side helpers: bounded waits, process bookkeeping, the monitor feed and a Dask cluster; and
+:func:`record_run`, which tasks call on workers."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import time
 from collections.abc import Callable, Iterator
 
 import psutil
+import zmq
 
 from scaler_jupyter import Client
+from scaler_jupyter.scheduler.monitor import TOPIC
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.02):
@@ -129,3 +132,61 @@ def record_run(log: str, i: int) -> None:
         os.write(fd, f"{i} {os.getppid()}\n".encode())
     finally:
         os.close(fd)
+
+
+def children_pids() -> set[int]:
+    """Pids of this test run's live descendants."""
+    return {child.pid for child in alive_children()}
+
+
+def stop_resource_tracker() -> None:
+    """Stop the resource tracker that spawned pools (ProcessPoolExecutor, Dask's nannies) start in this process.
+
+    It lives as long as its parent unless told to stop, and the suite requires that no child
+    outlives its module. It is started again if a later test needs it.
+    """
+    from multiprocessing import resource_tracker
+
+    tracker = resource_tracker._resource_tracker
+    stop = getattr(tracker, "_stop", None)
+    if stop is not None:
+        stop()
+        return
+    if getattr(tracker, "_fd", None) is not None:  # Pythons without _stop: what it does
+        os.close(tracker._fd)
+        os.waitpid(tracker._pid, 0)
+        tracker._fd = tracker._pid = None
+
+
+@contextlib.contextmanager
+def dask_local_cluster(n_workers: int = 2):
+    """A Dask ``LocalCluster`` of single-threaded worker processes on 127.0.0.1, without a dashboard."""
+    import logging
+    import warnings
+
+    import distributed
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+        cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, host="127.0.0.1")
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@contextlib.contextmanager
+def subscribed(address: str) -> Iterator[zmq.Socket]:
+    """A SUB socket on a scheduler's monitor feed."""
+    context = zmq.Context()
+    socket = context.socket(zmq.SUB)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.SUBSCRIBE, TOPIC)
+    socket.connect(address)
+    try:
+        yield socket
+    finally:
+        socket.close()
+        context.term()

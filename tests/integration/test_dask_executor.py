@@ -8,12 +8,10 @@ import os
 import subprocess
 import sys
 import time
-import warnings
 
 import pytest
 
-from tests.helpers import alive, wait_until
-from tests.parfun.processes import children_pids, stop_resource_tracker
+from tests.helpers import alive, children_pids, dask_local_cluster, stop_resource_tracker, wait_until
 
 distributed = pytest.importorskip("distributed")
 
@@ -31,14 +29,8 @@ def no_resource_tracker_left():
 
 @pytest.fixture(scope="module")
 def dask_address():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                           host="127.0.0.1")
-    try:
+    with dask_local_cluster() as cluster:
         yield cluster.scheduler_address
-    finally:
-        cluster.close()
 
 
 @pytest.fixture

@@ -14,14 +14,12 @@ test that compares counts runs a small graph first and takes its baseline after.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import operator
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import cloudpickle
 import numpy as np
@@ -32,8 +30,8 @@ import zmq
 from scaler_jupyter import Client, LocalCluster
 from scaler_jupyter.errors import GraphError, TaskCrashedError
 from scaler_jupyter.protocol import SubmitGraph
-from scaler_jupyter.scheduler.monitor import TOPIC, decode_snapshot
-from tests.helpers import alive, connect, processors_of, record_run, touch, wait_gone, wait_until
+from scaler_jupyter.scheduler.monitor import decode_snapshot
+from tests.helpers import alive, connect, processors_of, record_run, subscribed, touch, wait_gone, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -212,20 +210,6 @@ def read_lines(path) -> list[str]:
 def submitted(client) -> int:
     """Tasks this client has submitted, as the scheduler counts them."""
     return next(c["submitted"] for c in client.status()["clients"] if c["id"] == client.client_number)
-
-
-@contextlib.contextmanager
-def subscribed(address: str) -> Iterator[zmq.Socket]:
-    context = zmq.Context()
-    socket = context.socket(zmq.SUB)
-    socket.setsockopt(zmq.LINGER, 0)
-    socket.setsockopt(zmq.SUBSCRIBE, TOPIC)
-    socket.connect(address)
-    try:
-        yield socket
-    finally:
-        socket.close()
-        context.term()
 
 
 def feed_graph(socket: zmq.Socket, name: str, state: str) -> dict:

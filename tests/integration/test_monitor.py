@@ -26,26 +26,12 @@ import zmq
 
 from scaler_jupyter import LocalCluster
 from scaler_jupyter.processes import spawn
-from scaler_jupyter.scheduler.monitor import SNAPSHOT_VERSION, TOPIC, decode_snapshot
+from scaler_jupyter.scheduler.monitor import SNAPSHOT_VERSION, decode_snapshot
 from scaler_jupyter.scheduler.server import MonitorFeed
 from scaler_jupyter.scheduler.state import SchedulerState
-from tests.helpers import free_port
+from tests.helpers import free_port, subscribed
 
 WAIT = 10.0  # seconds any one event may take
-
-
-@contextlib.contextmanager
-def subscribed(address: str) -> Iterator[zmq.Socket]:
-    context = zmq.Context()
-    socket = context.socket(zmq.SUB)
-    socket.setsockopt(zmq.LINGER, 0)
-    socket.setsockopt(zmq.SUBSCRIBE, TOPIC)
-    socket.connect(address)
-    try:
-        yield socket
-    finally:
-        socket.close()
-        context.term()
 
 
 def next_snapshot(socket: zmq.Socket, timeout: float = WAIT) -> dict:

@@ -20,12 +20,10 @@ another fails waits for a "go" file, so every ordering comes from events.
 from __future__ import annotations
 
 import concurrent.futures
-import logging
 import multiprocessing
 import multiprocessing.resource_tracker
 import os
 import time
-import warnings
 import weakref
 from collections.abc import Iterator
 
@@ -33,7 +31,7 @@ import pytest
 
 from scaler_jupyter.errors import GraphError
 from scaler_jupyter.pargraph import GraphEngine, delayed, graph
-from tests.helpers import touch, wait_until
+from tests.helpers import dask_local_cluster, stop_resource_tracker, touch, wait_until
 from tests.pargraph import test_engine, test_model, test_tracing
 from tests.pargraph.test_engine import assert_runs_as_plain_call, three_outputs
 from tests.pargraph.test_model import offset
@@ -57,7 +55,7 @@ def resource_tracker():
     """Spawned processes (the pool's, Dask's) start multiprocessing's resource tracker; stop it with the module,
     once the pool and Dask are closed, so that no process outlives the module."""
     yield
-    multiprocessing.resource_tracker._resource_tracker._stop()
+    stop_resource_tracker()
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +67,9 @@ def process_pool(resource_tracker) -> Iterator[concurrent.futures.ProcessPoolExe
 @pytest.fixture(scope="module")
 def dask_client(resource_tracker):
     distributed = pytest.importorskip("distributed")
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                      host="127.0.0.1") as cluster, distributed.Client(cluster) as client:
-            client.wait_for_workers(2, timeout=WAIT)
-            yield client
+    with dask_local_cluster() as cluster, distributed.Client(cluster) as client:
+        client.wait_for_workers(2, timeout=WAIT)
+        yield client
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import scaler_jupyter.parfun as pf
-from tests.parfun.processes import stop_resource_tracker
+from tests.helpers import dask_local_cluster, stop_resource_tracker
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -30,14 +30,6 @@ def no_process_backend():
 @pytest.fixture(scope="module")
 def dask_cluster():
     """A Dask LocalCluster: 2 single-threaded worker processes on 127.0.0.1; yields its scheduler address."""
-    distributed = pytest.importorskip("distributed")
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                           host="127.0.0.1")
-    try:
+    pytest.importorskip("distributed")
+    with dask_local_cluster() as cluster:
         yield cluster.scheduler_address
-    finally:
-        cluster.close()

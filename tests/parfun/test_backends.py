@@ -129,7 +129,7 @@ def test_dask_remote(dask_cluster):
 
 def test_dask_local_starts_and_stops_its_own_cluster():
     pytest.importorskip("distributed")
-    from tests.parfun.processes import children_pids
+    from tests.helpers import children_pids
 
     before = children_pids()
     with pf.set_parallel_backend_context("dask_local", n_workers=1):
