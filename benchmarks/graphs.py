@@ -162,10 +162,15 @@ def main(argv: list[str] | None = None) -> int:
         if len(header) > len(names) + 1:
             row.append(f"{results['dask'][metric] / results['ours'][metric]:.2f}x")
         table.append(row)
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    print_table(table)
+    return 0
+
+
+def print_table(table: list[list[str]]) -> None:
+    """Rows of cells, columns padded to their widest cell."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print(" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-    return 0
 
 
 if __name__ == "__main__":

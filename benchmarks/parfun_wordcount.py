@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 
-import psutil
+from engine import descendants, end_leftovers  # benchmarks/engine.py: the same process bookkeeping
 
 N_WORKERS = 2
 LINES = 2_000_000
@@ -289,31 +289,6 @@ def machine_note(backend: str, load_before: float) -> str:
 
 
 # --- command line --------------------------------------------------------------------------------------------
-
-
-def descendants() -> dict[int, psutil.Process]:
-    """Our child processes, except multiprocessing's helpers that live as long as this process."""
-    found = {}
-    for process in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            command = " ".join(process.cmdline())
-            if "resource_tracker" not in command and "forkserver" not in command:
-                found[process.pid] = process
-    return found
-
-
-def end_leftovers(label: str, before: set[int], grace: float = 10.0) -> None:
-    """Wait for the processes a run started to exit; end, by pid, those still running after ``grace``."""
-    processes = [process for pid, process in descendants().items() if pid not in before]
-    _, alive = psutil.wait_procs(processes, timeout=grace)
-    for process in alive:
-        with contextlib.suppress(psutil.Error):
-            print(f"[{label}] process {process.pid} outlived its run: ending it", file=sys.stderr)
-            process.terminate()
-    _, alive = psutil.wait_procs(alive, timeout=5)
-    for process in alive:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO_ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # workers import this module, and it imports graphs
-from graphs import dask_client, our_client  # noqa: E402 (benchmarks/graphs.py: the same two clusters)
+from graphs import dask_client, our_client, print_table  # noqa: E402 (benchmarks/graphs.py: the same two clusters)
 
 from scaler_jupyter.pargraph import GraphEngine, delayed, graph  # noqa: E402 (after the path is set)
 
@@ -194,9 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         if both:
             row.append(f"{results['dask'][metric] / results['ours'][metric]:.2f}x")
         table.append(row)
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for row in table:
-        print(" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    print_table(table)
     return 0
 
 
