@@ -35,6 +35,7 @@ class Graph:
     started: float = dataclasses.field(default_factory=time.time)
     ended: dict[int, str] = dataclasses.field(default_factory=dict)  # node number -> "done", "failed", "cancelled"
     state: str = "running"  # then "done", "failed" or "cancelled"
+    final: dict | None = None  # once ended: its monitor entry, all that is kept of it
 
     @property
     def remaining(self) -> int:
@@ -87,9 +88,24 @@ FINISHED_KEPT = 8  # finished graphs the monitor feed still shows, so a DAG pane
 TASKS_REPORTED = 20_000  # larger graphs report their counts, not each task
 
 
+def finish(graph: Graph, how: str) -> None:
+    """The graph ended (every task of it did): keep its monitor entry and drop the rest, so the few finished
+    graphs the feed still shows cost their entries only."""
+    graph.state = how
+    graph.final = describe(graph, _ended_already)
+    graph.index, graph.task_ids, graph.keys, graph.ended = {}, [], [], {}
+    graph.dependents, graph.waiting, graph.outputs = [], [], []
+
+
+def _ended_already(task_id: int) -> str:
+    raise AssertionError(f"task {task_id} of a finished graph is still live")
+
+
 def describe(graph: Graph, live_state) -> dict:
     """The monitor feed's entry for ``graph``. ``live_state(task_id)`` names the state of an unfinished task:
     ``"waiting"``, ``"ready"`` or ``"running"``."""
+    if graph.final is not None:
+        return graph.final
     counts = dict.fromkeys(("waiting", "ready", "running", "done", "failed", "cancelled"), 0)
     tasks = {} if len(graph.task_ids) <= TASKS_REPORTED else None
     for node, task_id in enumerate(graph.task_ids):

@@ -468,9 +468,10 @@ class SchedulerState:
                 dependent.state = TaskState.PENDING
                 dependent.order = self.pending.push(ready, dependent.tags, dependent.spec.priority,
                                                     dependent.spec.parent_id is not None)
+        wanted = graph.outputs[node]
         if not graph.remaining:
             self._close_graph(graph, "done")
-        return graph.outputs[node]
+        return wanted
 
     def _end_graph(self, graph: Graph, how: str) -> None:
         """The first failure (or a cancel) ends the whole graph: its other tasks are dropped."""
@@ -483,7 +484,7 @@ class SchedulerState:
 
     def _close_graph(self, graph: Graph, how: str) -> None:
         if self.graphs.pop((graph.client, graph.graph_id), None) is not None:
-            graph.state = how
+            graphs.finish(graph, how)
             self.finished_graphs.append(graph)
 
     # -- workers -------------------------------------------------------------

@@ -207,3 +207,15 @@ def test_deeper_tasks_go_first_when_both_are_ready():
     assert held < 10  # the worker's queue is bounded: the other leaves wait on the scheduler
     out = s.report(W1, ok(0))
     assert assigned(out)[W1][0] == 10
+
+
+def test_a_finished_graph_keeps_only_its_monitor_entry():
+    s = setup()
+    diamond(s)
+    for task_id in range(4):
+        s.report(W1, ok(task_id))
+    [graph] = s.state.finished_graphs
+    assert graph.task_ids == [] and graph.index == {} and graph.dependents == []
+    [entry] = s.snapshot()["graphs"]
+    assert entry["state"] == "done" and entry["total"] == 4 and entry["counts"]["done"] == 4
+    assert len(entry["tasks"]) == 4
