@@ -682,7 +682,7 @@ class _GraphRun:
     def wait(self) -> None:
         concurrent.futures.wait(list(self._futures.values()))
 
-    def close(self, start: int = 0) -> None:
+    def close(self) -> None:
         """Cancel the graph: every task not yet done is dropped, and every unfinished future cancelled."""
         if not self._end():
             return

@@ -19,25 +19,15 @@ import pytest
 
 from scaler_jupyter.pargraph import Graph, GraphEngine, Result, delayed, graph
 from scaler_jupyter.pargraph.model import base_key
-from tests.pargraph.test_engine import Case, case, check_cases
+from tests.pargraph.test_engine import Case, add, case, check_cases, inc
 
 # ---------------------------------------------------------------------------
 # Programs
 
 
 @delayed
-def inc(x):
-    return x + 1
-
-
-@delayed
 def double(x):
     return 2 * x
-
-
-@delayed
-def add(a, b):
-    return a + b
 
 
 @delayed

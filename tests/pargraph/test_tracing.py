@@ -20,7 +20,7 @@ import pytest
 
 from scaler_jupyter.pargraph import Graph, GraphEngine, Result, delayed, graph
 from scaler_jupyter.pargraph.model import MISSING, Ref, base_key
-from tests.pargraph.test_engine import Case, case, check_cases
+from tests.pargraph.test_engine import Case, add, case, check_cases, inc
 
 CASES: list[Case] = []
 
@@ -180,16 +180,6 @@ def ident(x):
 @delayed
 def join(a, b="-"):
     return f"{a}|{b}"
-
-
-@delayed
-def inc(x):
-    return x + 1
-
-
-@delayed
-def add(a, b):
-    return a + b
 
 
 @graph
