@@ -4,7 +4,11 @@ Model. A partition of ``n`` items costs ``t(n) = a*n + b`` seconds: ``a`` per it
 function's work, moving the items) and ``b`` per partition (submitting, scheduling,
 returning and combining a result), everything summed, in the caller and in the worker.
 It is fitted with scikit-learn as a regression of the time per item, ``t/n = a + b/n``,
-weighted by relative error so that small and large partitions count alike.
+weighted by relative error so that small and large partitions count alike, on the
+measurements near the size chosen (from ``1/LOCAL_WINDOW`` of it up): costs are linear
+only there. In small partitions the "fixed" cost is not yet fixed: a word count's result
+holds fewer words, and costs less to return and to combine, than a large partition's; a
+fit over every size would take that lower cost for ``b`` and choose partitions too small.
 
 Choice. The fixed cost must stay within ``target_share`` of the work: ``b <= share*a*n``,
 so ``n* = b / (share*a)``; at least ``MIN_PARTITION_SECONDS`` of work (no task is free,
@@ -51,6 +55,7 @@ MIN_PARTITION_SECONDS = 0.005  # a partition carries at least this much work: no
 RECENT_MEASUREMENTS = 64  # measurements kept besides those of the last exploration
 PROBE_EVERY = 4
 REFIT_EVERY = 4  # once learned, the model is refitted after this many new measurements
+LOCAL_WINDOW = 16  # the model is fitted on the measurements of sizes from 1/LOCAL_WINDOW of its choice up
 RESTART_BELOW = 128  # after a drift, exploration restarts this many times below the current size
 
 
@@ -234,7 +239,13 @@ class PartitionSizeLearner:
 
     def _refit(self) -> None:
         self._since_fit = 0
-        model = _fit(self.measurements())
+        points = self.measurements()
+        if self.model is not None:  # near the current choice, if enough was measured there
+            low = self.chosen_size() / LOCAL_WINDOW
+            near = [m for m in points if m.size >= low]
+            if len(near) >= MIN_POINTS and len({m.size for m in near}) >= MIN_DISTINCT_SIZES:
+                points = near
+        model = _fit(points)
         if model is not None:
             self.model = model
 
@@ -269,18 +280,22 @@ def _fit(points: list[Measurement]) -> CostModel | None:
     if len(points) < 3 or len({m.size for m in points}) < 2:
         return None
     import numpy as np
+    import sklearn
     from sklearn.linear_model import LinearRegression
 
     sizes = np.array([m.size for m in points], dtype=float)
     per_item = np.array([m.seconds for m in points], dtype=float) / sizes
     inverse_sizes = (1.0 / sizes).reshape(-1, 1)
     regression = LinearRegression(positive=True)
-    # Relative-error weights, from the observed values first, then from the fitted ones (weights from noisy
-    # observations alone favour the points that happened to come out low, and bias the fit down).
-    regression.fit(inverse_sizes, per_item, sample_weight=1.0 / per_item**2)
-    fitted = regression.intercept_ + regression.coef_[0] * inverse_sizes[:, 0]
-    if (fitted > 0).all():
-        regression.fit(inverse_sizes, per_item, sample_weight=1.0 / fitted**2)
+    # The inputs are checked where they are fed (finite, positive): scikit-learn's own checks would double a
+    # fit's time, and it runs in the caller, between partitions.
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        # Relative-error weights, from the observed values first, then from the fitted ones (weights from noisy
+        # observations alone favour the points that happened to come out low, and bias the fit down).
+        regression.fit(inverse_sizes, per_item, sample_weight=1.0 / per_item**2)
+        fitted = regression.intercept_ + regression.coef_[0] * inverse_sizes[:, 0]
+        if (fitted > 0).all():
+            regression.fit(inverse_sizes, per_item, sample_weight=1.0 / fitted**2)
     per_partition = float(regression.coef_[0])
     per_item_cost = float(regression.intercept_)
     if per_item_cost <= 0:  # no per-item cost to see beside the fixed one: a small fraction of the smallest seen
