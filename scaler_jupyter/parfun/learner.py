@@ -9,6 +9,8 @@ measurements near the size chosen (from ``1/LOCAL_WINDOW`` of it up): costs are 
 only there. In small partitions the "fixed" cost is not yet fixed: a word count's result
 holds fewer words, and costs less to return and to combine, than a large partition's; a
 fit over every size would take that lower cost for ``b`` and choose partitions too small.
+Measurements that miss the fit far more than the others (a partition slowed by other work
+on the machine) are left out of it.
 
 Choice. The fixed cost must stay within ``target_share`` of the work: ``b <= share*a*n``,
 so ``n* = b / (share*a)``; at least ``MIN_PARTITION_SECONDS`` of work (no task is free,
@@ -41,6 +43,7 @@ import collections
 import enum
 import importlib
 import math
+import statistics
 import sys
 import threading
 from dataclasses import dataclass
@@ -56,6 +59,8 @@ RECENT_MEASUREMENTS = 64  # measurements kept besides those of the last explorat
 PROBE_EVERY = 4
 REFIT_EVERY = 4  # once learned, the model is refitted after this many new measurements
 LOCAL_WINDOW = 16  # the model is fitted on the measurements of sizes from 1/LOCAL_WINDOW of its choice up
+OUTLIER_SPREAD = 4  # a measurement that misses the model by more than this many times the median miss is left out
+OUTLIER_FLOOR = 0.25  # ... if it misses by more than this share, too
 RESTART_BELOW = 128  # after a drift, exploration restarts this many times below the current size
 
 
@@ -276,6 +281,23 @@ class PartitionSizeLearner:
 
 
 def _fit(points: list[Measurement]) -> CostModel | None:
+    """Fit the model, then again without the outliers: the partitions that missed it far more than the others did.
+
+    A partition slowed by a burst of other work on the machine (seen here: 2.5 times its usual
+    cost) is noise, not cost; in a small partition it would read as a large fixed cost.
+    """
+    model = _fit_once(points)
+    if model is None or len(points) < 2 * MIN_POINTS:
+        return model
+    misses = [abs(m.seconds / model.seconds(m.size) - 1) for m in points]
+    limit = max(OUTLIER_FLOOR, OUTLIER_SPREAD * statistics.median(misses))
+    kept = [m for m, miss in zip(points, misses, strict=True) if miss <= limit]
+    if len(kept) == len(points) or len(kept) < MIN_POINTS or len({m.size for m in kept}) < MIN_DISTINCT_SIZES:
+        return model
+    return _fit_once(kept) or model
+
+
+def _fit_once(points: list[Measurement]) -> CostModel | None:
     """Fit ``t/n = a + b/n`` (scikit-learn, ``b >= 0``, relative-error weights); None if the points cannot tell."""
     if len(points) < 3 or len({m.size for m in points}) < 2:
         return None
