@@ -31,9 +31,11 @@ test: lint  ## every test, with real processes
 
 bench: $(VENV)/.bench  ## side-by-side measurements against the peers
 	$(PY) benchmarks/engine.py
+	$(PY) benchmarks/balancing.py
 	$(PY) benchmarks/resilience.py
 	$(PY) benchmarks/scheduler_scale.py
 	$(PY) benchmarks/graphs.py
+	$(PY) benchmarks/pargraph.py
 	$(PY) benchmarks/parfun_wordcount.py
 
 clean:

@@ -179,6 +179,19 @@ def test_a_worker_holds_a_bounded_number_of_tasks(sched):
     assert assigned(out)[W1]
 
 
+@pytest.mark.parametrize(("seconds", "held"), [(0.05, 2), (5.0, 2), (0.001, 51)])
+def test_a_worker_holds_one_task_running_and_about_queue_seconds_behind_it(sched, seconds, held):
+    # the queued task is there when the running one ends: no round trip to the scheduler between two tasks
+    sched.client()
+    sched.worker(W1)
+    out = sched.submit(CLIENT, *(spec(i) for i in range(1, 201)))
+    first = assigned(out)[W1]
+    for _ in range(3):  # task times are learned as an average: a few rounds settle it
+        out = sched.report(W1, *(ok(i, wall=seconds) for i in first))
+        first = assigned(out)[W1]
+    assert sched.snapshot()["workers"][0]["queued"] == held
+
+
 # ---------------------------------------------------------------------------
 # Tags
 
