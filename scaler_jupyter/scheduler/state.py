@@ -588,15 +588,15 @@ class SchedulerState:
         logger.warning("worker %s removed; %d of its tasks rescheduled or failed", worker.name, len(worker.queue))
 
     def _learn_task_time(self, worker: WorkerInfo, seconds: float) -> None:
-        """Per processor, one task running and about ``queue_seconds`` of work queued behind it.
+        """Per processor, about ``queue_seconds`` of work, and never less than one task queued behind the running one.
 
         The queued task is there when the running one ends: no round trip to the scheduler idles
-        the processor between two tasks (about 2.5 ms here, 5% of a 50 ms task). Beyond that,
-        long tasks do not pile up in one worker's queue while another could run them.
+        the processor between two tasks (about 2.5 ms here, 5% of a 50 ms task). No more than
+        that, so that at the end of a batch no worker holds tasks another could be running.
         """
         mean = seconds if worker.mean_task_seconds is None else 0.7 * worker.mean_task_seconds + 0.3 * seconds
         worker.mean_task_seconds = mean
-        worker.depth = min(self.config.max_depth, 1 + math.ceil(self.config.queue_seconds / max(mean, 1e-6)))
+        worker.depth = min(self.config.max_depth, max(2, math.ceil(self.config.queue_seconds / max(mean, 1e-6))))
 
     def _mark_blocked(self, parent_id: int) -> None:
         parent = self.tasks.get(parent_id)
