@@ -596,13 +596,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    # Warnings and errors of every library on stderr, never their INFO chatter: without a root handler,
-    # Scaler's client calls logging.info() at module level, which installs one that prints Dask's INFO records.
+def warnings_only() -> None:
+    """Warnings and errors of every library on stderr, never their INFO chatter.
+
+    Without a root handler, Scaler's client calls logging.info() at module level, which installs
+    one that prints Dask's INFO records.
+    """
     handler = logging.StreamHandler()
     handler.setLevel(logging.WARNING)
     logging.basicConfig(handlers=[handler])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    warnings_only()
     load_before = os.getloadavg()[0]
     benchmarks = make_benchmarks(full=args.full, skip_large=args.skip_large)
     results = {name: run_system(name, benchmarks, args.timeout) for name in args.systems}

@@ -8,8 +8,8 @@ Every parallel run comes right after a sequential count in this process, and is 
 it: this machine's speed drifts by tens of percent within minutes, a pair of runs seconds apart
 does not. Runs, each checked against the sequential count:
 
-1. sequential: the function on the whole input, in this process (the median of all the runs
-   made before the others); the machine's ceiling for 2 workers: two forked processes counting
+1. sequential: the function on the whole input, in this process (the median of the runs made
+   right before each other run); the machine's ceiling for 2 workers: two forked processes counting
    half the lines each, the input already in both; and the floor of the overhead: the CPU time
    to serialize and load the lines against counting them, in this process alone (what any
    backend that moves the lines to other processes reports at least);
@@ -45,7 +45,6 @@ import collections
 import contextlib
 import importlib.metadata
 import io
-import logging
 import os
 import platform
 import random
@@ -59,7 +58,7 @@ from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 
-from engine import descendants, end_leftovers  # benchmarks/engine.py: the same process bookkeeping
+from engine import descendants, end_leftovers, warnings_only  # benchmarks/engine.py: the same bookkeeping
 
 N_WORKERS = 2
 LINES = 2_000_000
@@ -364,7 +363,7 @@ def ratio(value: float | None, reference: float | None) -> str:
 
 
 def against_best(row: Row, best_speedup: float | None) -> str:
-    """The best fixed size's time over this row's: from the run made right after it if any, else by speed-ups."""
+    """The best fixed size's time over this row's: from the runs made around it if any, else by speed-ups."""
     if row.versus_best is not None:
         return f"{row.versus_best:.2f}x"
     return ratio(speedup(row), best_speedup)
@@ -425,9 +424,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    handler = logging.StreamHandler()
-    handler.setLevel(logging.WARNING)
-    logging.basicConfig(handlers=[handler])
+    warnings_only()
     load_before = os.getloadavg()[0]
     print(f"making {args.lines:,} lines ...", file=sys.stderr, flush=True)
     lines = make_lines(args.lines)
@@ -453,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             end_leftovers("citi", before)
     runs = sorted(paired.sequential)
-    median = runs[len(runs) // 2]
+    median = statistics.median_high(runs)  # a time that was measured, not the mean of two
     rows.insert(0, Row("sequential, in this process", "-", median, "-", sequential=median,
                        note=f"{sum(expected.values()):,} words; median of {len(runs)} runs, one before each other run "
                             f"({runs[0]:.3f} to {runs[-1]:.3f} s)"))
