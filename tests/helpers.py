@@ -14,6 +14,7 @@ import zmq
 
 from scaler_jupyter import Client
 from scaler_jupyter.scheduler.monitor import TOPIC
+from scaler_jupyter.security import ClusterKeys, HandshakeWatch
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.02):
@@ -189,4 +190,22 @@ def subscribed(address: str) -> Iterator[zmq.Socket]:
         yield socket
     finally:
         socket.close()
+        context.term()
+
+
+@contextlib.contextmanager
+def raw_peer(address: str, keys: ClusterKeys | None) -> Iterator[tuple[zmq.Socket, HandshakeWatch]]:
+    """A DEALER speaking the protocol directly, as any program could, and a watch on its handshakes."""
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    if keys is not None:
+        keys.connect(dealer)
+    watch = HandshakeWatch(dealer, keyed=keys is not None)
+    dealer.connect(address)
+    try:
+        yield dealer, watch
+    finally:
+        watch.close()
+        dealer.close()
         context.term()

@@ -47,8 +47,8 @@ from scaler_jupyter.protocol import (
 )
 from scaler_jupyter.protocol.transport import send
 from scaler_jupyter.scheduler.monitor import TOPIC, decode_snapshot
-from scaler_jupyter.security import ClusterKeys, HandshakeWatch
-from tests.helpers import alive_children, free_port, wait_gone, wait_until
+from scaler_jupyter.security import ClusterKeys
+from tests.helpers import alive_children, free_port, raw_peer, wait_gone, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -153,24 +153,6 @@ def _only_the_scheduler_public_key(keys: ClusterKeys, other_keys: ClusterKeys, d
     shutil.copy(keys.directory / "scheduler.key", directory / "scheduler.key")
     shutil.copy(other_keys.directory / "client.key_secret", directory / "client.key_secret")
     return ClusterKeys(directory)
-
-
-@contextlib.contextmanager
-def raw_peer(address: str, keys: ClusterKeys | None) -> Iterator[tuple[zmq.Socket, HandshakeWatch]]:
-    """A DEALER speaking the protocol directly, as any program could, and a watch on its handshakes."""
-    context = zmq.Context()
-    dealer = context.socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
-    if keys is not None:
-        keys.connect(dealer)
-    watch = HandshakeWatch(dealer, keyed=keys is not None)
-    dealer.connect(address)
-    try:
-        yield dealer, watch
-    finally:
-        watch.close()
-        dealer.close()
-        context.term()
 
 
 def hello(dealer: zmq.Socket) -> None:

@@ -23,6 +23,7 @@ import zmq.auth
 from scaler_jupyter import Client, LocalCluster
 from scaler_jupyter.errors import KeysError
 from scaler_jupyter.security import ClusterKeys, HandshakeWatch, ZapAuthenticator
+from tests.helpers import raw_peer
 
 FILES = ("scheduler.key", "scheduler.key_secret", "client.key", "client.key_secret")
 WAIT = 5.0
@@ -196,14 +197,7 @@ def attempt(address: str, router: zmq.Socket, zap: ZapAuthenticator, keys: Clust
             wait: float = WAIT) -> tuple:
     """Connect a DEALER with ``keys``, send one message; (what the server received, the watch's verdict)
     once the message arrives, the handshake fails for good, or ``wait`` is over."""
-    context = zmq.Context()
-    dealer = context.socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
-    if keys is not None:
-        keys.connect(dealer)
-    watch = HandshakeWatch(dealer, keyed=keys is not None)
-    try:
-        dealer.connect(address)
+    with raw_peer(address, keys) as (dealer, watch):
         dealer.send(b"hello")
         received = None
         deadline = time.monotonic() + wait
@@ -217,10 +211,6 @@ def attempt(address: str, router: zmq.Socket, zap: ZapAuthenticator, keys: Clust
         if received is None and router.poll(0):
             received = router.recv_multipart()[-1]
         return received, watch.failure, watch.definite
-    finally:
-        watch.close()
-        dealer.close()
-        context.term()
 
 
 def test_only_a_peer_with_the_cluster_s_client_keys_gets_through(keys_dir, tmp_path):
