@@ -9,6 +9,7 @@ module, no process started by the test run may be left alive.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,9 @@ from tests.helpers import alive_children, describe, kill_all, wait_gone
 # Workers may import the test modules (a serializer may pickle their functions by reference); they inherit this.
 _ROOT = str(Path(__file__).resolve().parent.parent)
 os.environ["PYTHONPATH"] = os.pathsep.join([_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])
+
+# Cluster files (and kernels' connection files) go to a runtime dir of this test run's own, never the user's.
+os.environ["JUPYTER_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="scaler-jupyter-test-runtime-")
 
 LEFTOVER_WAIT = 10.0  # seconds a module's processes get to exit after its fixtures closed them
 
