@@ -459,7 +459,10 @@ class Client(concurrent.futures.Executor):
         self._close_connection()
 
     def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
-        """Block until at least ``n`` workers are connected."""
+        """Block until at least ``n`` workers are connected, as ``LocalCluster.wait_for_workers``.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds (default: the client's ``timeout``).
+        """
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while len(self.status()["workers"]) < n:
             if time.monotonic() > deadline:

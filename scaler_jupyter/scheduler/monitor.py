@@ -57,9 +57,9 @@ busy on two cores reads 200).
     - ``tasks`` (dict): key (as text) -> state, the same states; omitted for graphs of more than
       ``graphs.TASKS_REPORTED`` tasks.
 
-On the feed, each snapshot is one ZeroMQ message of two frames: the topic
-``TOPIC`` and the msgpack-encoded snapshot (:func:`encode_snapshot`,
-:func:`decode_snapshot`). Subscribe to ``TOPIC`` with a SUB socket.
+On the feed, each snapshot is one ZeroMQ message of two frames: the topic and
+the msgpack-encoded snapshot, as ``protocol/feed.py`` encodes them; watch it
+with ``scaler_jupyter.monitor``.
 
 The tasks/s meter and the process handle for CPU are kept here, beside the
 scheduler's state rather than in it, in one :class:`Monitor` per state.
@@ -73,7 +73,6 @@ import time
 import weakref
 from typing import TYPE_CHECKING
 
-import msgpack
 import psutil
 
 from scaler_jupyter.scheduler.graphs import describe as describe_graph
@@ -82,7 +81,6 @@ if TYPE_CHECKING:
     from scaler_jupyter.scheduler.state import SchedulerState
 
 SNAPSHOT_VERSION = 1
-TOPIC = b"status"
 RATE_WINDOW = 2.0  # seconds over which tasks/s is measured
 
 
@@ -188,19 +186,3 @@ def build_snapshot(state: SchedulerState, now: float) -> dict:
 
 
 _GRAPH_STATES = {"waiting": "waiting", "pending": "ready", "assigned": "running"}
-
-
-def encode_snapshot(snapshot: dict) -> list[bytes]:
-    """The frames of one feed message: ``[TOPIC, msgpack(snapshot)]``."""
-    return [TOPIC, msgpack.packb(snapshot)]
-
-
-def decode_snapshot(frames: list) -> dict | None:
-    """The snapshot in one feed message, or None if the message is not a snapshot (another topic, garbage)."""
-    if len(frames) != 2 or bytes(frames[0]) != TOPIC:
-        return None
-    try:
-        snapshot = msgpack.unpackb(frames[1], raw=False, strict_map_key=False)
-    except Exception:  # msgpack raises many types on garbage
-        return None
-    return snapshot if isinstance(snapshot, dict) and "version" in snapshot else None

@@ -171,7 +171,7 @@ class SchedulerState:
         self.graphs: dict[tuple[bytes, int], Graph] = {}
         self.finished_graphs: collections.deque[Graph] = collections.deque(maxlen=graphs.FINISHED_KEPT)
         self.started = time.monotonic() if now is None else now
-        self._numbers = 0  # workers' numbers
+        self.workers_joined = 0  # workers that ever joined; the newest one's number
         self._client_numbers = itertools.count()  # a client's task ids start at its number << TASK_ID_BITS
         self._outbox: list[tuple[bytes, object]] = []
         self._results: dict[bytes, list[TaskResult]] = {}
@@ -495,10 +495,10 @@ class SchedulerState:
             return
         if peer in self.workers:
             self._remove_worker(peer)
-        self._numbers += 1
-        self.workers[peer] = WorkerInfo(self._numbers, msg.name, msg.host, _clamp(msg.pid, 0, _MAX_REPORTED),
+        self.workers_joined += 1
+        self.workers[peer] = WorkerInfo(self.workers_joined, msg.name, msg.host, _clamp(msg.pid, 0, _MAX_REPORTED),
                                         _clamp(msg.processors, 1, _MAX_PROCESSORS), frozenset(msg.tags), now)
-        self._outbox.append((peer, WorkerWelcome(self._numbers)))
+        self._outbox.append((peer, WorkerWelcome(self.workers_joined)))
         self._someone_idle = True
         logger.info("worker %s joined (%d processors, tags %s)", msg.name, msg.processors, sorted(msg.tags) or "none")
 

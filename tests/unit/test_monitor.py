@@ -19,17 +19,10 @@ from scaler_jupyter.protocol import (
     TaskSpec,
     WorkerHello,
 )
+from scaler_jupyter.protocol.feed import TOPIC, decode_snapshot, encode_snapshot
 from scaler_jupyter.protocol.messages import Status
 from scaler_jupyter.scheduler import monitor
-from scaler_jupyter.scheduler.monitor import (
-    RATE_WINDOW,
-    SNAPSHOT_VERSION,
-    TOPIC,
-    build_snapshot,
-    decode_snapshot,
-    encode_snapshot,
-    monitor_of,
-)
+from scaler_jupyter.scheduler.monitor import RATE_WINDOW, SNAPSHOT_VERSION, build_snapshot, monitor_of
 from scaler_jupyter.scheduler.server import default_monitor_address
 from scaler_jupyter.scheduler.state import SchedulerState
 
