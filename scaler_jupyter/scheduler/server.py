@@ -17,7 +17,7 @@ from scaler_jupyter.protocol import decode
 from scaler_jupyter.protocol.feed import TOPIC, encode_snapshot
 from scaler_jupyter.protocol.transport import receive_routed, send
 from scaler_jupyter.scheduler.connections import ConnectionTracker
-from scaler_jupyter.scheduler.monitor import build_snapshot, monitor_of
+from scaler_jupyter.scheduler.monitor import Monitor, ProcessFacts, build_snapshot
 from scaler_jupyter.scheduler.state import SchedulerConfig, SchedulerState
 from scaler_jupyter.security import ClusterKeys
 
@@ -120,7 +120,9 @@ class SchedulerServer:
     """
 
     def __init__(self, address: str, config: SchedulerConfig | None = None) -> None:
-        self.state = SchedulerState(config)
+        started = time.monotonic()
+        monitor = Monitor(started, ProcessFacts.of_this_process())
+        self.state = SchedulerState(config, now=started, monitor=monitor)
         config = self.state.config
         keys = ClusterKeys(config.keys).check_scheduler() if config.keys else None
         self._context = zmq.Context()
@@ -144,7 +146,6 @@ class SchedulerServer:
             self._context.term()
             raise
         self.monitor_address = self._feed.address
-        monitor = monitor_of(self.state)
         monitor.address, monitor.monitor_address = self.address, self.monitor_address
         self._connections = self._router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._tracker = ConnectionTracker()

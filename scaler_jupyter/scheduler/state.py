@@ -31,7 +31,6 @@ import enum
 import itertools
 import logging
 import math
-import time
 
 from scaler_jupyter.protocol import (
     CONTENT_ID_BYTES,
@@ -68,7 +67,7 @@ from scaler_jupyter.protocol import (
 )
 from scaler_jupyter.scheduler import graphs
 from scaler_jupyter.scheduler.graphs import Graph
-from scaler_jupyter.scheduler.monitor import build_snapshot
+from scaler_jupyter.scheduler.monitor import Monitor, build_snapshot
 from scaler_jupyter.scheduler.object_store import ObjectStore
 from scaler_jupyter.scheduler.pending import PendingQueue
 
@@ -161,7 +160,9 @@ class WorkerInfo:
 class SchedulerState:
     """The scheduler without its sockets: ``on_*`` methods in, ``flush()`` out."""
 
-    def __init__(self, config: SchedulerConfig | None = None, now: float | None = None) -> None:
+    def __init__(self, config: SchedulerConfig | None = None, *, now: float, monitor: Monitor | None = None) -> None:
+        """A scheduler started at monotonic time ``now``; ``monitor`` supplies what snapshots read beyond the
+        state (by default nothing of the machine: see ``monitor.py``)."""
         self.config = config or SchedulerConfig()
         self.clients: dict[bytes, ClientInfo] = {}
         self.workers: dict[bytes, WorkerInfo] = {}
@@ -170,14 +171,15 @@ class SchedulerState:
         self.objects = ObjectStore()
         self.graphs: dict[tuple[bytes, int], Graph] = {}
         self.finished_graphs: collections.deque[Graph] = collections.deque(maxlen=graphs.FINISHED_KEPT)
-        self.started = time.monotonic() if now is None else now
+        self.started = now
+        self.monitor = monitor or Monitor(now)
         self.workers_joined = 0  # workers that ever joined; the newest one's number
         self._client_numbers = itertools.count()  # a client's task ids start at its number << TASK_ID_BITS
         self._outbox: list[tuple[bytes, object]] = []
         self._results: dict[bytes, list[TaskResult]] = {}
         self._assigned: dict[bytes, list[TaskSpec]] = {}
         self._deleted: dict[bytes, list[bytes]] = {}  # objects workers may drop, coalesced per worker
-        self._finished = 0
+        self.finished = 0  # tasks ended since the start: succeeded, failed, crashed or cancelled
         self._next_balance = self.started
         self._someone_idle = False  # a worker ran out of work since the last flush: balance then, not a tick later
         self.stopping = False  # a client shut the cluster down: the loop sends what is flushed, then stops
@@ -318,7 +320,7 @@ class SchedulerState:
                                          f"{len(self.pending)} waiting tasks (--max-waiting "
                                          f"{self.config.max_waiting})", []))
             return
-        graph = graphs.build(msg, peer, client.number)
+        graph = graphs.build(msg, peer, client.number, now)
         self.graphs[peer, msg.graph_id] = graph
         client.submitted += len(msg.tasks)
         for spec, node in zip(msg.tasks, msg.nodes):  # noqa: B905 - equal lengths, checked
@@ -479,7 +481,7 @@ class SchedulerState:
         for task in live:
             graph.ended.setdefault(graph.index[task.spec.task_id], "cancelled")
         self._drop_tasks(live)
-        self._finished += len(live)
+        self.finished += len(live)
         self._close_graph(graph, how)
 
     def _close_graph(self, graph: Graph, how: str) -> None:
@@ -683,7 +685,7 @@ class SchedulerState:
         if self.tasks.pop(task_id, None) is not None:
             self._unhold_objects(task)
         self.pending.discard(task_id)
-        self._finished += 1
+        self.finished += 1
         client = self.clients.get(task.client)
         if client is not None:
             client.tasks.discard(task_id)
