@@ -40,6 +40,12 @@ busy on two cores reads 200).
     - ``running`` (int): tasks running in its processors, as of its last heartbeat.
     - ``done`` (int, cumulative): tasks it finished.
     - ``heartbeat_lag`` (float): seconds since the scheduler last heard from it.
+- ``unmatched`` (list): tasks waiting for tags no connected worker offers (with no worker connected,
+  any tasks), once that has lasted the scheduler's ``--no-worker-grace``; one dict per tag set:
+    - ``tags`` (list of str, sorted): what the tasks need (empty: any worker would do, but none is connected).
+    - ``tasks`` (int): how many wait for them.
+    - ``waiting`` (float): seconds since no connected worker offers them.
+    - ``message`` (str): the same as a sentence that says what to do (the clients were warned with it).
 - ``clients`` (list, in the order they connected), each a dict:
     - ``id`` (int): the client's number; ``name``, ``host`` (str); ``pid`` (int).
     - ``tasks`` (int): its live tasks (pending or assigned).
@@ -194,7 +200,19 @@ def build_snapshot(state: SchedulerState, now: float) -> dict:
             for c in state.clients.values()
         ],
         "graphs": [_graph_entry(g, state, epoch) for g in [*state.finished_graphs, *state.graphs.values()]],
+        "unmatched": _unmatched(state, now),
     }
+
+
+def _unmatched(state: SchedulerState, now: float) -> list[dict]:
+    counts = state.pending.tag_sets()
+    entries = []
+    for tags, entry in state.unmatched.items():
+        if entry.warned and tags in counts:
+            waiting = now - entry.since
+            entries.append({"tags": sorted(map(str, tags)), "tasks": counts[tags], "waiting": waiting,
+                            "message": state.no_worker_message(tags, counts[tags], waiting)})
+    return entries
 
 
 def _graph_entry(graph, state: SchedulerState, epoch: float) -> dict:

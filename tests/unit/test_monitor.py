@@ -43,6 +43,7 @@ FORMAT = {
                                        "queued", "running", "done", "heartbeat_lag")}],
     "clients": [{key: None for key in ("id", "name", "host", "pid", "tasks", "submitted", "done")}],
     "graphs": None,
+    "unmatched": None,
 }
 
 
