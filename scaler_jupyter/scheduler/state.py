@@ -729,10 +729,11 @@ class SchedulerState:
     def no_worker_message(self, tags: frozenset, count: int, waited: float) -> str:
         """What to tell a user whose ``count`` tasks need ``tags`` that no worker has offered for ``waited`` s."""
         tasks = "1 task waits" if count == 1 else f"{count} tasks wait"
-        if not self.workers:
-            return (f"{tasks} for a worker, and none has been connected for {waited:.1f}s: start workers "
-                    "(scaler-jupyter worker ADDRESS) or scale the cluster")
         wanted = ",".join(sorted(map(str, tags)))
+        if not self.workers:
+            return (f"{tasks} for a worker{f' with tags {{{wanted}}}' if tags else ''}, and none has been "
+                    f"connected for {waited:.1f}s: start workers (scaler-jupyter worker ADDRESS"
+                    f"{f' --tags {wanted}' if tags else ''}) or scale the cluster")
         return (f"{tasks} for a worker with tags {{{wanted}}}, and none of the {len(self.workers)} connected "
                 f"workers has offered them for {waited:.1f}s: start one with --tags {wanted}, or submit without "
                 "these tags")
