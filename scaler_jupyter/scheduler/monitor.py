@@ -205,13 +205,13 @@ def build_snapshot(state: SchedulerState, now: float) -> dict:
 
 
 def _unmatched(state: SchedulerState, now: float) -> list[dict]:
-    counts = state.pending.tag_sets()
     entries = []
     for tags, entry in state.unmatched.items():
-        if entry.warned and tags in counts:
+        count = len(state.pending.with_tags(tags)) if entry.warned else 0  # a pass over them: rare, and said
+        if count:
             waiting = now - entry.since
-            entries.append({"tags": sorted(map(str, tags)), "tasks": counts[tags], "waiting": waiting,
-                            "message": state.no_worker_message(tags, counts[tags], waiting)})
+            entries.append({"tags": sorted(map(str, tags)), "tasks": count, "waiting": waiting,
+                            "message": state.no_worker_message(tags, count, waiting)})
     return entries
 
 

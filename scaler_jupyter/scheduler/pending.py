@@ -17,8 +17,7 @@ class PendingQueue:
     def __init__(self) -> None:
         self._heaps: dict[frozenset, list] = {}
         self._order = itertools.count()
-        self._members: dict[int, frozenset] = {}  # task id -> its tags
-        self._counts: dict[frozenset, int] = {}  # tags -> how many members need exactly these
+        self._members: set[int] = set()
 
     def __len__(self) -> int:
         return len(self._members)
@@ -32,23 +31,26 @@ class PendingQueue:
             order = next(self._order)
         key = (0 if is_child else 1, -priority, order)
         heapq.heappush(self._heaps.setdefault(tags, []), (key, task_id))
-        self._members[task_id] = tags
-        self._counts[tags] = self._counts.get(tags, 0) + 1
+        self._members.add(task_id)
         return order
 
     def discard(self, task_id: int) -> None:
-        tags = self._members.pop(task_id, None)
-        if tags is not None:
-            self._uncount(tags)
+        self._members.discard(task_id)
 
-    def tag_sets(self) -> dict[frozenset, int]:
-        """The tag sets waiting tasks need, each with how many tasks need it (a view: do not change it)."""
-        return self._counts
+    def tag_sets(self) -> list[frozenset]:
+        """The tag sets that waiting tasks need (dropping the skipped entries at the head of each heap)."""
+        members, needed = self._members, []
+        for tags, heap in self._heaps.items():
+            while heap and heap[0][1] not in members:
+                heapq.heappop(heap)
+            if heap:
+                needed.append(tags)
+        return needed
 
     def with_tags(self, tags: frozenset) -> list[int]:
-        """The waiting tasks that need exactly ``tags`` (a pass over their heap: for rare events only)."""
+        """The waiting tasks that need exactly ``tags``: a pass over their heap, for rare events only."""
         members = self._members
-        return list(dict.fromkeys(task_id for _, task_id in self._heaps.get(tags, ()) if task_id in members))
+        return [task_id for _, task_id in self._heaps.get(tags, ()) if task_id in members]
 
     def pop_for(self, worker_tags: frozenset) -> int | None:
         """Remove and return the best task a worker with ``worker_tags`` can run, or None."""
@@ -63,12 +65,5 @@ class PendingQueue:
         if best is None:
             return None
         _, task_id = heapq.heappop(best[1])
-        self._uncount(self._members.pop(task_id))
+        self._members.discard(task_id)
         return task_id
-
-    def _uncount(self, tags: frozenset) -> None:
-        left = self._counts[tags] - 1
-        if left:
-            self._counts[tags] = left
-        else:
-            del self._counts[tags]

@@ -698,15 +698,16 @@ class SchedulerState:
         """Track the tag sets no connected worker offers; warn their clients, or fail their tasks, in time."""
         offered = {w.tags for w in self.workers.values()}
         unmatched = {}
-        for tags in list(self.pending.tag_sets()):
+        for tags in self.pending.tag_sets():
             if any(tags <= worker_tags for worker_tags in offered):
                 continue
             entry = unmatched[tags] = self.unmatched.get(tags) or Unmatched(now)
             waited = now - entry.since
             timeout = self.config.no_worker_timeout
             if timeout > 0 and waited >= timeout:
-                message = self.no_worker_message(tags, self.pending.tag_sets()[tags], waited)
-                for task_id in self.pending.with_tags(tags):
+                task_ids = self.pending.with_tags(tags)
+                message = self.no_worker_message(tags, len(task_ids), waited)
+                for task_id in task_ids:
                     task = self.tasks.get(task_id)
                     if task is not None and task.state is TaskState.PENDING:  # not dropped with its failed graph
                         self._finish(task, TaskResult(task_id, Status.NO_WORKER, None,
