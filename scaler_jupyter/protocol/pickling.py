@@ -1,0 +1,68 @@
+"""What travels by value: the one pickling rule, and the one content id.
+
+Every pickle the project makes of user objects (a task's function, arguments and result,
+a parfun partition, a pargraph constant) comes from :func:`dumps`, so one rule decides
+what a worker must be able to import and what is shipped whole:
+
+- **by reference** (the C pickler, several times faster than cloudpickle on the small
+  argument tuples most tasks carry): everything the worker can import by name, which is
+  every function and class of an installed or importable module;
+- **by value** (cloudpickle), when the C pickler's stream names
+
+  - ``__main__``: what a script or a notebook defines itself (a Jupyter kernel runs cells
+    in ``__main__``), which no worker can import;
+  - a module registered with ``cloudpickle.register_pickle_by_value`` (which is how
+    ``Client.register_by_value(module)`` ships a module to workers on other hosts);
+
+  or when the C pickler refuses the object (a lambda, a function defined inside another).
+
+Content ids (:func:`content_id`) name stored objects by what they hold: the same function
+sent twice is stored once, a worker keeps what it loaded under the id, and pargraph keys
+its graphs and constants with them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from typing import Any
+
+import cloudpickle
+
+from scaler_jupyter.protocol.messages import CONTENT_ID_BYTES
+
+PROTOCOL = 5  # out-of-band buffers: large arrays and bytes travel as frames of their own, never copied
+
+
+def dumps(obj: Any, buffers: list[pickle.PickleBuffer] | None = None) -> bytes:
+    """Pickle ``obj`` by the rule above; with ``buffers`` (an empty list), large buffers are appended to it
+    out-of-band instead of being copied into the stream."""
+    found: list[pickle.PickleBuffer] = []
+    callback = None if buffers is None else found.append
+    try:
+        stream = pickle.dumps(obj, protocol=PROTOCOL, buffer_callback=callback)
+    except Exception:  # what only cloudpickle pickles: lambdas, local functions
+        stream = None
+    if stream is None or travels_by_value(stream):
+        found.clear()
+        stream = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=callback)
+    if buffers is not None:
+        buffers.extend(found)
+    return stream
+
+
+def travels_by_value(stream: bytes) -> bool:
+    """True if a C pickler's ``stream`` names something a worker cannot import: ``__main__``, or a module
+    registered for pickling by value."""
+    if b"__main__" in stream:
+        return True
+    modules = cloudpickle.list_registry_pickle_by_value()
+    return bool(modules) and any(name.encode() in stream for name in modules)
+
+
+def content_id(*parts: bytes | bytearray | memoryview) -> bytes:
+    """A ``CONTENT_ID_BYTES``-byte digest of ``parts`` taken together (the parts of one payload, say)."""
+    digest = hashlib.blake2b(digest_size=CONTENT_ID_BYTES)
+    for part in parts:
+        digest.update(part)
+    return digest.digest()
