@@ -18,7 +18,7 @@ import cloudpickle
 import pytest
 
 from scaler_jupyter.pargraph import Graph, GraphEngine, Result, delayed, graph
-from scaler_jupyter.pargraph.model import base_key
+from scaler_jupyter.pargraph.dask_dict import base_key
 from tests.pargraph.test_engine import Case, add, case, check_cases, inc
 
 # ---------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from typing import Annotated
 import pytest
 
 from scaler_jupyter.pargraph import Graph, GraphEngine, Result, delayed, graph
-from scaler_jupyter.pargraph.model import MISSING, Ref, base_key
+from scaler_jupyter.pargraph.dask_dict import base_key
+from scaler_jupyter.pargraph.model import MISSING, Ref
 from tests.pargraph.test_engine import Case, add, case, check_cases, inc
 
 CASES: list[Case] = []
