@@ -59,13 +59,13 @@ def value_identity(value: Any) -> str:
 
 def function_name(function: Callable) -> str:
     """A function's import path, or a digest of its identity where it has none."""
-    return import_path(function) or digest(json.dumps(function_identity(function)).encode())
+    return pickling.import_path(function) or digest(json.dumps(function_identity(function)).encode())
 
 
 def function_identity(function: Any, _seen: frozenset = frozenset()) -> Any:
     """What a function is, for equality: its import path, or its code and what it captured; a fused chain by
     its stages. A function pickled by value is a new object after a round trip, but the same function."""
-    path = import_path(function)
+    path = pickling.import_path(function)
     if path is not None:
         return ["import", path]
     if id(function) in _seen:  # a recursive function refers to itself
@@ -85,21 +85,8 @@ def function_identity(function: Any, _seen: frozenset = frozenset()) -> Any:
     return ["pickle", value_identity(function)]
 
 
-def import_path(function: Callable) -> str | None:
-    """``module:qualname`` if importing it gives back this very object, else None."""
-    module = getattr(function, "__module__", None)
-    qualname = getattr(function, "__qualname__", None)
-    if not module or not qualname or module == "__main__" or "<" in qualname:
-        return None
-    try:
-        target = resolve(f"{module}:{qualname}")
-    except (ImportError, AttributeError):
-        return None
-    return f"{module}:{qualname}" if target is function else None
-
-
 def resolve(path: str) -> Any:
-    """The object an :func:`import_path` names."""
+    """The object an import path (``pickling.import_path``) names."""
     module, _, qualname = path.partition(":")
     target: Any = importlib.import_module(module)
     for part in qualname.split("."):

@@ -91,7 +91,7 @@ def _decode_ref(data: list) -> Ref:
 
 
 def _encode_function(function: Callable) -> dict:
-    path = identity.import_path(function)
+    path = pickling.import_path(function)
     if path is not None:
         return {"import": path}
     return {"pickle": _pickled(function)}

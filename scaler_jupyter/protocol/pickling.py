@@ -16,6 +16,9 @@ what a worker must be able to import and what is shipped whole:
 
   or when the C pickler refuses the object (a lambda, a function defined inside another).
 
+:func:`travels_by_value` is the rule read from a pickle stream; :func:`import_path` is the same
+rule asked of one object (where a decorator pickles itself, or a document names a function).
+
 Content ids (:func:`content_id`) name stored objects by what they hold: the same function
 sent twice is stored once, a worker keeps what it loaded under the id, and pargraph keys
 its graphs and constants with them.
@@ -24,7 +27,9 @@ its graphs and constants with them.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import pickle
+import sys
 from typing import Any
 
 import cloudpickle
@@ -58,6 +63,26 @@ def travels_by_value(stream: bytes) -> bool:
         return True
     modules = cloudpickle.list_registry_pickle_by_value()
     return bool(modules) and any(name.encode() in stream for name in modules)
+
+
+def import_path(obj: Any) -> str | None:
+    """``module:qualname`` if ``obj`` travels by reference under the rule above (a worker imports it by that
+    name: it is found there, not in ``__main__``, not local, and its module is not registered by value); else
+    None. For what pickles an object itself (a decorator's ``__reduce__``) or names it in a document."""
+    module_name = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not module_name or not qualname or module_name == "__main__" or "<" in qualname:
+        return None
+    by_value = cloudpickle.list_registry_pickle_by_value()
+    if any(module_name == name or module_name.startswith(name + ".") for name in by_value):
+        return None
+    try:
+        found: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError):
+        return None
+    return f"{module_name}:{qualname}" if found is obj else None
 
 
 def content_id(*parts: bytes | bytearray | memoryview) -> bytes:

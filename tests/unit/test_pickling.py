@@ -56,9 +56,11 @@ def test_a_module_registered_by_value_travels_by_value(tmp_path, monkeypatch):
     import shipped_here
 
     assert b"shipped_here" in pickle.dumps(shipped_here.greet), "by reference, the C pickler names the module"
+    assert pickling.import_path(shipped_here.greet) == "shipped_here:greet"
     cloudpickle.register_pickle_by_value(shipped_here)
     try:
         stream = pickling.dumps(shipped_here.greet)
+        assert pickling.import_path(shipped_here.greet) is None
     finally:
         cloudpickle.unregister_pickle_by_value(shipped_here)
         del sys.modules["shipped_here"]
@@ -68,6 +70,7 @@ def test_a_module_registered_by_value_travels_by_value(tmp_path, monkeypatch):
 def test_what_a_worker_can_import_travels_by_reference_as_the_c_pickler_writes_it():
     for obj in (textwrap.dedent, {"a": [1, 2.5, "three"]}, pytest.approx(1.0)):
         assert pickling.dumps(obj) == pickle.dumps(obj, protocol=pickling.PROTOCOL)
+    assert pickling.import_path(textwrap.dedent) == "textwrap:dedent"
 
 
 def test_what_only_cloudpickle_pickles_travels_by_value():
@@ -77,6 +80,7 @@ def test_what_only_cloudpickle_pickles_travels_by_value():
         return x + offset
 
     assert call_in_fresh_process(pickling.dumps(local), 2) == "42"
+    assert pickling.import_path(local) is None
     assert call_in_fresh_process(pickling.dumps(lambda: "lambda")) == "'lambda'"
 
 
