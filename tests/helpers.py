@@ -16,7 +16,7 @@ import zmq
 
 from scaler_jupyter import Client
 from scaler_jupyter.protocol import TaskResult
-from scaler_jupyter.scheduler.monitor import TOPIC
+from scaler_jupyter.protocol.feed import TOPIC
 from scaler_jupyter.security import ClusterKeys, HandshakeWatch
 
 

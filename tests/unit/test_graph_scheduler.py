@@ -16,9 +16,9 @@ from scaler_jupyter.protocol import (
     is_result_object_id,
     result_object_id,
 )
+from scaler_jupyter.protocol.feed import encode_snapshot
 from scaler_jupyter.protocol.graph_states import GraphState, NodeState
 from scaler_jupyter.protocol.messages import ObjectSpec, Status
-from scaler_jupyter.scheduler.monitor import encode_snapshot
 from tests.unit.scheduler_harness import (
     CLIENT,
     FUNCTION,
@@ -132,10 +132,11 @@ def test_graph_states_are_enums_in_the_scheduler_and_their_values_on_the_wire():
     s = setup()
     diamond(s)
     s.report(W1, ok(0))
-    [entry] = s.snapshot()["graphs"]
+    snapshot = s.snapshot()
+    [entry] = snapshot["graphs"]
     assert entry["state"] is GraphState.RUNNING
     assert set(entry["tasks"].values()) == {NodeState.DONE, NodeState.RUNNING, NodeState.WAITING}
-    wire = msgpack.unpackb(encode_snapshot(s.snapshot())[1])["graphs"][0]
+    wire = msgpack.unpackb(encode_snapshot(snapshot)[1])["graphs"][0]
     assert type(wire["state"]) is str and wire == entry
     assert set(wire["counts"]) == {state.value for state in NodeState}
 
