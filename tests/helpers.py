@@ -1,8 +1,10 @@
-"""Test-side helpers: bounded waits, process bookkeeping, the monitor feed and a Dask cluster; and
-:func:`record_run`, which tasks call on workers."""
+"""Test-side helpers: bounded waits, process bookkeeping, the monitor feed and a Dask cluster; and what
+tasks call on workers to be observed and held (:func:`record_run`, :func:`write_atomically`,
+:func:`block_until`), so that every ordering a test needs comes from an event."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import socket
@@ -13,6 +15,7 @@ import psutil
 import zmq
 
 from scaler_jupyter import Client
+from scaler_jupyter.protocol import TaskResult
 from scaler_jupyter.protocol.feed import TOPIC
 from scaler_jupyter.security import ClusterKeys, HandshakeWatch
 
@@ -133,6 +136,50 @@ def record_run(log: str, i: int) -> None:
         os.write(fd, f"{i} {os.getppid()}\n".encode())
     finally:
         os.close(fd)
+
+
+BLOCK_TIMEOUT = 30.0  # seconds a task held by block_until waits for its "go" file before giving up on its own
+
+
+def write_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` whole: a reader sees no file or all of it, never a part."""
+    with open(f"{path}.tmp", "w") as file:
+        file.write(text)
+    os.replace(f"{path}.tmp", path)
+
+
+def wait_for_file(path: str | os.PathLike, timeout: float = BLOCK_TIMEOUT) -> None:
+    """In a task: return once ``path`` exists; a TimeoutError after ``timeout`` ends a task nobody released."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+
+
+def block_until(started: str | os.PathLike, go: str | os.PathLike, value=None, timeout: float = BLOCK_TIMEOUT):
+    """In a task: say it started (its pid in ``started``), hold the processor until ``go`` exists, return ``value``."""
+    write_atomically(started, str(os.getpid()))
+    wait_for_file(go, timeout)
+    return value
+
+
+def count_deliveries(client: Client) -> collections.Counter:
+    """Count every task result the client receives from the scheduler, by task id.
+
+    ``map`` keeps one slot per call and silently ignores a second result for a task,
+    so a duplicate delivery would be invisible in the results; this counts beneath it.
+    """
+    assert hasattr(client, "_on_result"), "Client._on_result moved: update count_deliveries"
+    counts: collections.Counter = collections.Counter()
+    deliver = client._on_result
+
+    def counting(result: TaskResult) -> None:
+        counts[result.task_id] += 1
+        deliver(result)
+
+    client._on_result = counting
+    return counts
 
 
 def children_pids() -> set[int]:

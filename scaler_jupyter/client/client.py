@@ -410,7 +410,7 @@ class Client(concurrent.futures.Executor):
                                      f"{type(exc).__name__}: {exc}") from exc
         if payload.nbytes < _INLINE_LITERAL_BYTES:
             return value
-        object_id = serialization.content_id(payload)
+        object_id = serialization.content_id(*payload.parts)
         objects.append(ObjectSpec(object_id, payload))
         return ObjectRef(object_id, payload.nbytes)
 
@@ -485,7 +485,7 @@ class Client(concurrent.futures.Executor):
     def _put(self, payload) -> bytes:
         """Store ``payload`` on the scheduler once. It is queued before it is marked sent, so a task another
         thread submits as soon as it sees the mark always reaches the scheduler after the object."""
-        object_id = serialization.content_id(payload)
+        object_id = serialization.content_id(*payload.parts)
         if object_id not in self._sent_objects:
             self._connection.send(PutObjects([ObjectSpec(object_id, payload)]))
             self._sent_objects.add(object_id)

@@ -9,7 +9,6 @@ another function or in a notebook, so that it can be sent to workers in either c
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import sys
 import threading
@@ -17,14 +16,13 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import cloudpickle
-
 from scaler_jupyter.parfun import current, task
 from scaler_jupyter.parfun.learner import PartitionSizeLearner
 from scaler_jupyter.parfun.profiling import CallTrace, PartitionTrace, export_csv, report
 from scaler_jupyter.parfun.runner import run_call
 from scaler_jupyter.parfun.signature import Parameters
 from scaler_jupyter.parfun.split import Split
+from scaler_jupyter.protocol import pickling
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +151,7 @@ class ParallelFunction:
     # -- pickling ------------------------------------------------------------
 
     def __reduce__(self) -> str | tuple:
-        if _importable_as(self, self.__module__, self.__qualname__):
+        if pickling.import_path(self) is not None:
             return self.__qualname__  # by reference: the worker imports it
         return (_rebuild, (self.__wrapped__, self.split, self.combine_with, self.initial_partition_size,
                            self.fixed_partition_size, self.profile, self.trace_export))
@@ -180,24 +178,6 @@ class SequentialCall:
 def _rebuild(function: Callable, split: Split, combine_with: Callable, initial: PartitionSize, fixed: PartitionSize,
              profile: bool, trace_export: str | None) -> ParallelFunction:
     return ParallelFunction(function, split, combine_with, initial, fixed, profile, trace_export)
-
-
-def _importable_as(obj: Any, module_name: str | None, qualname: str) -> bool:
-    """True if ``module_name.qualname`` is ``obj`` in a module that a worker can import by name."""
-    if not module_name or module_name == "__main__" or "<locals>" in qualname:
-        return False
-    if module_name in cloudpickle.list_registry_pickle_by_value():
-        return False
-    module = sys.modules.get(module_name)
-    if module is None:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            return False
-    found: Any = module
-    for part in qualname.split("."):
-        found = getattr(found, part, None)
-    return found is obj
 
 
 def _check_size(size: PartitionSize, what: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from scaler_jupyter.parfun import payload
 from scaler_jupyter.parfun.signature import Layout, Slot
+from scaler_jupyter.protocol import pickling
 
 Buffer = bytes | bytearray | memoryview | pickle.PickleBuffer  # bytes, or bytes sent without a copy
 Ref = tuple[bytes, Buffer]  # (content key, serialized value)
@@ -38,7 +39,7 @@ def inside_task() -> bool:
 
 def make_ref(value: Any) -> Ref:
     data = payload.dumps(value)
-    return payload.digest(data), data
+    return pickling.content_id(data), data
 
 
 def run_partition(function_ref: Ref, call_ref: Ref, blobs: tuple[Buffer, ...]) -> tuple:

@@ -1,11 +1,12 @@
 """Drawing a Graph: a layered layout, a Bokeh figure that shows task states, and what a notebook displays.
 
-Every vertex of a drawing has a string id, as :meth:`Graph.to_dot` names them: ``input:NAME``,
-``const:NAME``, ``node:KEY`` and ``output:NAME``. :func:`layout` puts them in columns, left to
-right, by topological generation (computed with networkx). :func:`figure` draws them from one
-``ColumnDataSource``, a row per vertex, so a live panel recolours a running graph by patching that
-source's ``color`` and ``state`` columns (:func:`update_states`) instead of redrawing it;
-:func:`states_from_snapshot` reads the states from the monitor feed (``Client.status()["graphs"]``).
+Every vertex of a drawing has the string id :meth:`Graph.to_dot` gives it (``input:NAME``,
+``const:NAME``, ``node:KEY`` and ``output:NAME``: both read the vertices and edges from ``dot.py``).
+:func:`layout` puts them in columns, left to right, by topological generation (computed with
+networkx). :func:`figure` draws them from one ``ColumnDataSource``, a row per vertex, so a live panel
+recolours a running graph by patching that source's ``color`` and ``state`` columns
+(:func:`update_states`) instead of redrawing it; :func:`states_from_snapshot` reads the states from
+the monitor feed (``Client.status()["graphs"]``).
 A subgraph call is one vertex unless the figure is ``explode``-d; its state sums up its tasks'.
 """
 
@@ -38,23 +39,28 @@ from bokeh.models import (
 from bokeh.plotting import figure as _bokeh_figure
 from bokeh.resources import INLINE
 
-from scaler_jupyter.pargraph.model import MISSING, Graph, Ref, base_key
+from scaler_jupyter.pargraph import dot
+from scaler_jupyter.pargraph.dask_dict import base_key
+from scaler_jupyter.pargraph.model import MISSING, Graph, RefKind
+from scaler_jupyter.protocol.graph_states import GraphState, NodeState
 
 VERTICES = "pargraph-vertices"  # the name of the vertex source, how update_states finds it in a figure
 EDGES = "pargraph-edges"
 
-STATES = ("waiting", "ready", "running", "done", "failed", "cancelled")  # as the monitor feed names them
+STATES = tuple(NodeState)  # as the monitor feed names them
 STATE_COLORS = {
-    "waiting": "#e0e0e0",
-    "ready": "#ffe082",
-    "running": "#ffa726",
-    "done": "#66bb6a",
-    "failed": "#e53935",
-    "cancelled": "#9e9e9e",
+    NodeState.WAITING: "#e0e0e0",
+    NodeState.READY: "#ffe082",
+    NodeState.RUNNING: "#ffa726",
+    NodeState.DONE: "#66bb6a",
+    NodeState.FAILED: "#e53935",
+    NodeState.CANCELLED: "#9e9e9e",
 }
 NO_STATE_COLOR = "#ffffff"  # a task the feed does not report (not run yet, or culled)
 # what a subgraph drawn as one vertex shows: the state of its most telling task
-_SUMMARY_ORDER = ("failed", "cancelled", "running", "ready", "waiting", "done")
+_KNOWN_STATES = frozenset(NodeState)
+_SUMMARY_ORDER = (NodeState.FAILED, NodeState.CANCELLED, NodeState.RUNNING, NodeState.READY, NodeState.WAITING,
+                  NodeState.DONE)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -86,36 +92,6 @@ _repr = reprlib.Repr()  # keyword arguments only from Python 3.12
 _repr.maxstring = _repr.maxother = 60
 
 
-# -- the vertices and edges --------------------------------------------------------
-
-
-def vertex_id(ref: Ref) -> str:
-    """The id of the vertex a :class:`Ref` points at (any ``index`` reads the same vertex)."""
-    return f"{ref.kind}:{ref.name}"
-
-
-def _vertices(graph: Graph) -> dict[str, str]:
-    """Every vertex id and its kind (a key of ``STYLES``), inputs first and outputs last."""
-    kinds = {f"input:{name}": "input" for name in graph.inputs}
-    kinds.update({f"const:{name}": "const" for name in graph.consts})
-    for node in graph.nodes.values():
-        kind = "subgraph" if node.subgraph is not None else "operator" if node.implicit else "call"
-        kinds[f"node:{node.key}"] = kind
-    kinds.update({f"output:{name}": "output" for name in graph.outputs})
-    return kinds
-
-
-def _edges(graph: Graph) -> list[tuple[str, str]]:
-    """Each (from, to) once, even when a node reads a value twice or reads several outputs of one node."""
-    edges: dict[tuple[str, str], None] = {}
-    for node in graph.nodes.values():
-        for ref in node.refs():
-            edges[(vertex_id(ref), f"node:{node.key}")] = None
-    for name, ref in graph.outputs.items():
-        edges[(vertex_id(ref), f"output:{name}")] = None
-    return list(edges)
-
-
 # -- layout ------------------------------------------------------------------------
 
 
@@ -127,10 +103,10 @@ def layout(graph: Graph, sweeps: int = 3) -> dict[str, tuple[float, float]]:
     previous and the next column) order the vertices to cut edge crossings; ties keep the graph's own order,
     so the layout is deterministic. Rows are centred on 0, the first vertex on top (largest y).
     """
-    kinds = _vertices(graph)
+    kinds = dot.vertices(graph)
     dag = nx.DiGraph()
     dag.add_nodes_from(kinds)
-    dag.add_edges_from(_edges(graph))
+    dag.add_edges_from(dot.edges(graph))
     column = {v: depth for depth, generation in enumerate(nx.topological_generations(dag)) for v in generation}
     last = max((column[v] for v, kind in kinds.items() if kind not in ("output", "const", "input")), default=0)
     for v, kind in kinds.items():
@@ -178,7 +154,7 @@ def figure(graph: Graph, states: Mapping[str, str] | None = None, *, explode: bo
     of one vertex per subgraph call.
     """
     drawn = graph.explode_subgraphs() if explode else graph
-    kinds = _vertices(drawn)
+    kinds = dot.vertices(drawn)
     positions = layout(drawn)
     data = _vertex_data(drawn, kinds, positions)
     _fill_states(data, _with_summaries(graph, states))
@@ -254,18 +230,18 @@ def _vertex_data(graph: Graph, kinds: dict[str, str], positions: dict) -> dict[s
             data[name].append(item)
 
     for name, spec in graph.inputs.items():
-        add(f"input:{name}", name, name, "", "required" if spec.default is MISSING else
+        add(dot.input_id(name), name, name, "", "required" if spec.default is MISSING else
             f"default {_short(spec.default)}", "")
     for name, value in graph.consts.items():
-        add(f"const:{name}", _short(value, 24), name, "", _short(value), "")
+        add(dot.const_id(name), _short(value, 24), name, "", _short(value), "")
     for node in graph.nodes.values():
         if node.subgraph is not None:
             function, details = f"@graph {node.subgraph.name}", _count(len(node.subgraph.nodes), "node")
         else:
             function, details = _function_path(node.function), ""
-        add(f"node:{node.key}", node.label, node.key, function, details, node.key)
+        add(dot.node_id(node.key), node.label, node.key, function, details, node.key)
     for name, ref in graph.outputs.items():
-        add(f"output:{name}", name, name, "", f"from {ref}", ref.name if ref.kind == "node" else "")
+        add(dot.output_id(name), name, name, "", f"from {ref}", ref.name if ref.kind == RefKind.NODE else "")
     return data
 
 
@@ -273,7 +249,7 @@ def _edge_data(graph: Graph, kinds: dict[str, str], positions: dict, x_per_px: f
     """Curves that leave and enter horizontally, ending at the edge of the target's marker, where the arrow
     head goes (``hx`` is a point just before, that gives the head its direction)."""
     data: dict[str, list] = {name: [] for name in ("x0", "y0", "x1", "y1", "cx0", "cy0", "cx1", "cy1", "hx")}
-    for source, target in _edges(graph):
+    for source, target in dot.edges(graph):
         (xs, ys), (xt, yt) = positions[source], positions[target]
         x0 = xs + (STYLES[kinds[source]].size / 2 + 1) * x_per_px
         x1 = xt - (STYLES[kinds[target]].size / 2 + 2) * x_per_px
@@ -314,11 +290,11 @@ def _fill_states(data: dict[str, Any], states: Mapping[str, str] | None) -> None
         else:
             state = states.get(key, "")
             color = STATE_COLORS.get(state, NO_STATE_COLOR)
-        data["state"].append(state)
+        data["state"].append(str(state))  # the wire's text: a column of plain strings
         data["color"].append(color)
 
 
-def states_from_snapshot(graph: Graph, entry: Mapping[str, Any]) -> dict[str, str]:
+def states_from_snapshot(graph: Graph, entry: Mapping[str, Any]) -> dict[str, NodeState]:
     """The states of ``graph``'s nodes in a monitor feed graph entry (``Client.status()["graphs"][i]``).
 
     The entry names tasks by their Dask keys; :meth:`Graph.task_keys` maps them back to the keys of
@@ -329,10 +305,11 @@ def states_from_snapshot(graph: Graph, entry: Mapping[str, Any]) -> dict[str, st
     keys = graph.task_keys()
     tasks = entry.get("tasks")
     if tasks is not None:
-        tasks = {base_key(key): state for key, state in tasks.items()}  # the same names for every call's inputs
+        # the same names for every call's inputs; a state this version does not know is no state
+        tasks = {base_key(key): NodeState(state) for key, state in tasks.items() if state in _KNOWN_STATES}
         states = {node: tasks[key] for node, key in keys.items() if key in tasks}
-    elif entry.get("state") == "done":
-        states = dict.fromkeys(keys, "done")
+    elif entry.get("state") == GraphState.DONE:
+        states = dict.fromkeys(keys, NodeState.DONE)
     else:
         states = {}
     _summarize_subgraphs(graph, states, "")
@@ -359,7 +336,7 @@ def _summarize_subgraphs(graph: Graph, states: dict[str, str], prefix: str) -> N
             states.setdefault(key, summary)
 
 
-def summarize(states: Iterable[str | None]) -> str | None:
+def summarize(states: Iterable[str | None]) -> NodeState | None:
     """The state that best tells how a group of tasks is doing: a failure first, then work in progress, and
     ``done`` only when every task is; None for no known state."""
     seen = {state for state in states if state is not None}

@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from scaler_jupyter.pargraph.model import MISSING, Graph, Input, Node, Ref
+from scaler_jupyter.pargraph.model import MISSING, Graph, Input, Node, Ref, RefKind
 
 _current: contextvars.ContextVar[Builder | None] = contextvars.ContextVar("pargraph_builder", default=None)
 
@@ -60,7 +60,7 @@ class Builder:
 
     def input(self, name: str, default: Any = MISSING) -> Proxy:
         self.inputs[name] = Input(name, default)
-        return Proxy(self, Ref("input", name))
+        return Proxy(self, Ref(RefKind.INPUT, name))
 
     def call(self, function: Callable | None, args: tuple, kwargs: dict, label: str, outputs: int = 1,
              implicit: bool = False, subgraph: Graph | None = None) -> Any:
@@ -69,8 +69,8 @@ class Builder:
                     tuple((k, self.ref(v)) for k, v in kwargs.items()), outputs, subgraph, implicit)
         self.nodes[node.key] = node
         if outputs == 1:
-            return Proxy(self, Ref("node", node.key))
-        return tuple(Proxy(self, Ref("node", node.key, i)) for i in range(outputs))
+            return Proxy(self, Ref(RefKind.NODE, node.key))
+        return tuple(Proxy(self, Ref(RefKind.NODE, node.key, i)) for i in range(outputs))
 
     def ref(self, value: Any) -> Ref:
         """Where ``value`` comes from in this graph: a proxy's node, or a constant, or a node that builds a
@@ -80,7 +80,7 @@ class Builder:
         if not holds_traced(value):
             name = f"const-{next(self._numbers)}"
             self.consts[name] = value
-            return Ref("const", name)
+            return Ref(RefKind.CONST, name)
         if isinstance(value, str):
             return self._text(value)
         if isinstance(value, dict):

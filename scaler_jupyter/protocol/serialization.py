@@ -1,22 +1,24 @@
 """How user objects become payloads, and the references that let a task name a stored object.
 
-The default serializer is cloudpickle with pickle protocol 5, so functions
-defined in a notebook travel by value and large buffers (numpy arrays, bytes)
-travel out-of-band as their own frames, never copied into the pickle stream.
+The default serializer is pickle protocol 5 by the rule in ``pickling.py``, so
+functions defined in a notebook travel by value and large buffers (numpy arrays,
+bytes) travel out-of-band as their own frames, never copied into the pickle stream.
+A payload's content id is ``content_id(*payload.parts)``.
 A custom serializer is any object with ``dumps(obj) -> bytes`` and
 ``loads(bytes) -> obj``; it travels to the workers with the tasks that use it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import threading
 from typing import Any, Protocol
 
-import cloudpickle
+from scaler_jupyter.protocol import pickling
+from scaler_jupyter.protocol.messages import Payload
+from scaler_jupyter.protocol.pickling import content_id
 
-from scaler_jupyter.protocol.messages import CONTENT_ID_BYTES, Payload
+__all__ = ["ObjectRef", "Serializer", "content_id", "dumps", "dumps_collecting_refs", "loads", "loads_resolving_refs"]
 
 
 class Serializer(Protocol):
@@ -28,33 +30,15 @@ class Serializer(Protocol):
 
 
 def dumps(obj: Any, serializer: Serializer | None = None) -> Payload:
-    """Serialize ``obj``; large buffers stay out-of-band as separate parts.
-
-    The C pickler is tried first: it is several times faster than cloudpickle on
-    the small argument tuples most tasks carry. Its output is kept only if it
-    names nothing in ``__main__`` (a notebook's or script's own functions and
-    classes, which a worker cannot import); everything else goes to cloudpickle,
-    which sends those by value.
-    """
+    """Serialize ``obj`` by the project's one pickling rule (:mod:`scaler_jupyter.protocol.pickling`: what a
+    notebook or script defines goes by value); large buffers stay out-of-band as separate parts."""
     if serializer is not None:
         return Payload([serializer.dumps(obj)])
-    buffers: list = []
-    try:
-        stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-    except Exception:
-        stream = None
-    if stream is None or b"__main__" in stream or _names_a_by_value_module(stream):
-        buffers = []
-        stream = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    buffers: list[pickle.PickleBuffer] = []
+    stream = pickling.dumps(obj, buffers)
     if buffers:
         return Payload([stream, *[b.raw() for b in buffers]])
     return Payload([stream])
-
-
-def _names_a_by_value_module(stream: bytes) -> bool:
-    """True if the pickle refers to a module registered with ``cloudpickle.register_pickle_by_value``."""
-    modules = cloudpickle.list_registry_pickle_by_value()
-    return bool(modules) and any(name.encode() in stream for name in modules)
 
 
 def loads(payload: Payload, serializer: Serializer | None = None, writable: bool = False) -> Any:
@@ -69,14 +53,6 @@ def loads(payload: Payload, serializer: Serializer | None = None, writable: bool
     if writable:  # a buffer read from a pipe is already ours; one from ZeroMQ is shared
         buffers = [b if isinstance(b, memoryview) and not b.readonly else bytearray(b) for b in buffers]
     return pickle.loads(stream, buffers=buffers)
-
-
-def content_id(payload: Payload) -> bytes:
-    """A 16-byte digest of the payload: the same object sent twice is stored once."""
-    digest = hashlib.blake2b(digest_size=CONTENT_ID_BYTES)
-    for part in payload.parts:
-        digest.update(part)
-    return digest.digest()
 
 
 # ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 from scaler_jupyter.protocol import TASK_ID_BITS, SubmitGraph
+from scaler_jupyter.protocol.graph_states import GraphState, NodeState
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -32,8 +33,8 @@ class Graph:
     waiting: list[int]  # node number -> dependencies not yet done
     outputs: list[bool]
     started: float  # when it was submitted, on the scheduler's (monotonic) clock
-    ended: dict[int, str] = dataclasses.field(default_factory=dict)  # node number -> "done", "failed", "cancelled"
-    state: str = "running"  # then "done", "failed" or "cancelled"
+    ended: dict[int, NodeState] = dataclasses.field(default_factory=dict)  # node number -> DONE, FAILED, CANCELLED
+    state: GraphState = GraphState.RUNNING
     final: dict | None = None  # once ended: its monitor entry, all that is kept of it
 
     @property
@@ -87,7 +88,7 @@ FINISHED_KEPT = 8  # finished graphs the monitor feed still shows, so a DAG pane
 TASKS_REPORTED = 20_000  # larger graphs report their counts, not each task
 
 
-def finish(graph: Graph, how: str) -> None:
+def finish(graph: Graph, how: GraphState) -> None:
     """The graph ended (every task of it did): keep its monitor entry and drop the rest, so the few finished
     graphs the feed still shows cost their entries only."""
     graph.state = how
@@ -96,17 +97,17 @@ def finish(graph: Graph, how: str) -> None:
     graph.dependents, graph.waiting, graph.outputs = [], [], []
 
 
-def _ended_already(task_id: int) -> str:
+def _ended_already(task_id: int) -> NodeState:
     raise AssertionError(f"task {task_id} of a finished graph is still live")
 
 
 def describe(graph: Graph, live_state) -> dict:
     """The monitor feed's entry for ``graph``, its ``started`` on the scheduler's clock (the monitor makes it
-    epoch seconds). ``live_state(task_id)`` names the state of an unfinished task: ``"waiting"``, ``"ready"``
-    or ``"running"``."""
+    epoch seconds). ``live_state(task_id)`` gives the state of an unfinished task: ``WAITING``, ``READY``
+    or ``RUNNING``."""
     if graph.final is not None:
         return graph.final
-    counts = dict.fromkeys(("waiting", "ready", "running", "done", "failed", "cancelled"), 0)
+    counts = dict.fromkeys(NodeState, 0)
     tasks = {} if len(graph.task_ids) <= TASKS_REPORTED else None
     for node, task_id in enumerate(graph.task_ids):
         state = graph.ended.get(node) or live_state(task_id)

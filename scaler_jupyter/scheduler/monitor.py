@@ -54,12 +54,12 @@ busy on two cores reads 200).
   running graph, each group oldest first. Each a dict:
     - ``id`` (int): the graph's number, unique per client; ``client`` (int): its client's ``id``.
     - ``name`` (str): what the client called it (by default its first output key).
-    - ``state`` (str): ``running``, ``done``, ``failed`` or ``cancelled``.
+    - ``state`` (str): ``running``, ``done``, ``failed`` or ``cancelled`` (``protocol.graph_states.GraphState``).
     - ``started`` (float): when it was submitted, seconds since the Unix epoch.
     - ``total`` (int): its tasks (after culling to what the outputs need).
-    - ``counts`` (dict): tasks by state: ``waiting`` (for other tasks), ``ready`` (for a worker),
-      ``running`` (in a worker's queue, started or not), ``done``, ``failed``, ``cancelled``
-      (dropped when the graph failed or was cancelled).
+    - ``counts`` (dict): tasks by state (``protocol.graph_states.NodeState``): ``waiting`` (for other
+      tasks), ``ready`` (for a worker), ``running`` (in a worker's queue, started or not), ``done``,
+      ``failed``, ``cancelled`` (dropped when the graph failed or was cancelled).
     - ``tasks`` (dict): key (as text) -> state, the same states; omitted for graphs of more than
       ``graphs.TASKS_REPORTED`` tasks.
 
@@ -87,6 +87,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from scaler_jupyter.protocol.graph_states import NodeState
 from scaler_jupyter.scheduler.graphs import describe as describe_graph
 
 if TYPE_CHECKING:
@@ -220,4 +221,5 @@ def _graph_entry(graph, state: SchedulerState, epoch: float) -> dict:
     return {**entry, "started": entry["started"] + epoch}
 
 
-_GRAPH_STATES = {"waiting": "waiting", "pending": "ready", "assigned": "running"}
+# a graph task's state on the feed, by the value of its TaskState
+_GRAPH_STATES = {"waiting": NodeState.WAITING, "pending": NodeState.READY, "assigned": NodeState.RUNNING}

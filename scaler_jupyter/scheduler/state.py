@@ -72,6 +72,7 @@ from scaler_jupyter.protocol import (
     needed_objects,
     result_object_id,
 )
+from scaler_jupyter.protocol.graph_states import GraphState, NodeState
 from scaler_jupyter.scheduler import graphs
 from scaler_jupyter.scheduler.graphs import Graph
 from scaler_jupyter.scheduler.monitor import Monitor, build_snapshot
@@ -380,7 +381,7 @@ class SchedulerState:
             if task is None or task.client != peer:
                 continue
             if task.graph is not None:  # a graph is cancelled whole; its client stops waiting for it
-                self._end_graph(task.graph, "cancelled")
+                self._end_graph(task.graph, GraphState.CANCELLED)
                 continue
             if task.state is TaskState.PENDING:
                 self._finish(task, TaskResult(task_id, Status.CANCELLED, None, "cancelled", []))
@@ -477,10 +478,11 @@ class SchedulerState:
         task_id = task.spec.task_id
         node = graph.index[task_id]
         if result.status != Status.OK:
-            graph.ended[node] = "cancelled" if result.status == Status.CANCELLED else "failed"
-            self._end_graph(graph, graph.ended[node])
+            cancelled = result.status == Status.CANCELLED
+            graph.ended[node] = NodeState.CANCELLED if cancelled else NodeState.FAILED
+            self._end_graph(graph, GraphState.CANCELLED if cancelled else GraphState.FAILED)
             return True  # the client learns why its graph failed
-        graph.ended[node] = "done"
+        graph.ended[node] = NodeState.DONE
         waiting = [self.tasks[d] for d in graph.dependents[node] if d in self.tasks]
         if waiting:
             self.objects.put_result(result_object_id(task_id), result.payload, len(waiting))
@@ -492,19 +494,19 @@ class SchedulerState:
                                                     dependent.spec.parent_id is not None)
         wanted = graph.outputs[node]
         if not graph.remaining:
-            self._close_graph(graph, "done")
+            self._close_graph(graph, GraphState.DONE)
         return wanted
 
-    def _end_graph(self, graph: Graph, how: str) -> None:
+    def _end_graph(self, graph: Graph, how: GraphState) -> None:
         """The first failure (or a cancel) ends the whole graph: its other tasks are dropped."""
         live = [self.tasks[t] for t in graph.task_ids if t in self.tasks]
         for task in live:
-            graph.ended.setdefault(graph.index[task.spec.task_id], "cancelled")
+            graph.ended.setdefault(graph.index[task.spec.task_id], NodeState.CANCELLED)
         self._drop_tasks(live)
         self.finished += len(live)
         self._close_graph(graph, how)
 
-    def _close_graph(self, graph: Graph, how: str) -> None:
+    def _close_graph(self, graph: Graph, how: GraphState) -> None:
         if self.graphs.pop((graph.client, graph.graph_id), None) is not None:
             graphs.finish(graph, how)
             self.finished_graphs.append(graph)

@@ -23,6 +23,7 @@ from scaler_jupyter.errors import NoWorkerError, SerializationError, TaskCrashed
 from tests.helpers import (
     alive,
     alive_children,
+    block_until,
     connect,
     free_port,
     held_tasks,
@@ -30,6 +31,7 @@ from tests.helpers import (
     touch,
     wait_gone,
     wait_until,
+    write_atomically,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -50,20 +52,9 @@ def add(a, b=0):
     return a + b
 
 
-def write_atomically(path, text):
-    with open(f"{path}.tmp", "w") as file:
-        file.write(text)
-    os.replace(f"{path}.tmp", path)
-
-
-def block_until(started, go, timeout):
-    """Say we started, then hold the processor until ``go`` exists."""
-    write_atomically(started, str(os.getpid()))
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(go):
-        if time.monotonic() > deadline:
-            raise TimeoutError("nobody released the blocking task")
-        time.sleep(0.01)
+def released_at(started, go):
+    """Hold the processor until ``go`` exists (see :func:`block_until`); return when it was released."""
+    block_until(started, go)
     return time.monotonic_ns()
 
 
@@ -269,7 +260,7 @@ def test_higher_priority_runs_first(single, tmp_path):
     started, go = tmp_path / "started", tmp_path / "go"
     with connect(single.address) as client:
         try:
-            blocker = client.submit(block_until, str(started), str(go), 30)
+            blocker = client.submit(released_at, str(started), str(go))
             wait_until(started.exists, START_TIMEOUT, "the blocking task to start")
             low = client.submit_with(stamp, ("low",), priority=0)
             wait_until(lambda: held_tasks(client) == 2, 10, "the scheduler to hold the low-priority task")
@@ -336,7 +327,7 @@ def test_cancel_a_queued_task(single, tmp_path):
     started, go, mark = tmp_path / "started", tmp_path / "go", tmp_path / "ran"
     with connect(single.address) as client:
         try:
-            blocker = client.submit(block_until, str(started), str(go), 30)
+            blocker = client.submit(released_at, str(started), str(go))
             wait_until(started.exists, START_TIMEOUT, "the blocking task to start")
             queued = client.submit(leave_a_mark, str(mark))
             wait_until(lambda: held_tasks(client) == 2, 10, "the scheduler to hold the queued task")

@@ -31,7 +31,19 @@ from scaler_jupyter import Client, LocalCluster
 from scaler_jupyter.errors import GraphError, TaskCrashedError
 from scaler_jupyter.protocol import SubmitGraph
 from scaler_jupyter.protocol.feed import decode_snapshot
-from tests.helpers import alive, connect, processors_of, record_run, subscribed, touch, wait_gone, wait_until
+from tests.helpers import (
+    alive,
+    block_until,
+    connect,
+    processors_of,
+    record_run,
+    subscribed,
+    touch,
+    wait_for_file,
+    wait_gone,
+    wait_until,
+    write_atomically,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -40,7 +52,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 WAIT = 15.0  # seconds any one event may take on an idle two-worker cluster
 RESULT_TIMEOUT = 30.0  # seconds a whole graph may take
-BLOCK_TIMEOUT = 30.0  # seconds a blocking task waits for its "go" file before giving up on its own
 
 
 # ---------------------------------------------------------------------------
@@ -104,30 +115,9 @@ def record(log, name, *dependencies):
     return name
 
 
-def write_atomically(path, text):
-    with open(f"{path}.tmp", "w") as file:
-        file.write(text)
-    os.replace(f"{path}.tmp", path)
-
-
 def wait_for(path, value):
     """Return ``value`` once ``path`` exists."""
-    deadline = time.monotonic() + BLOCK_TIMEOUT
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
-    return value
-
-
-def block_until(started, go, value=None):
-    """Say we started, then hold the processor until ``go`` exists; return ``value``."""
-    write_atomically(started, str(os.getpid()))
-    deadline = time.monotonic() + BLOCK_TIMEOUT
-    while not os.path.exists(go):
-        if time.monotonic() > deadline:
-            raise TimeoutError("nobody released the blocking task")
-        time.sleep(0.01)
+    wait_for_file(path)
     return value
 
 

@@ -40,7 +40,7 @@ import cloudpickle
 import pytest
 
 from scaler_jupyter import Client
-from tests.helpers import record_run, wait_until
+from tests.helpers import count_deliveries, record_run, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -230,20 +230,6 @@ def established_peers(namespace: str) -> dict[str, int]:
         peer = fields[-1].rsplit(":", 1)[0]
         peers[peer] = peers.get(peer, 0) + int(numbers[1])  # Recv-Q, Send-Q
     return peers
-
-
-def count_deliveries(client: Client) -> collections.Counter:
-    """Every task result the client receives, by task id (``map`` would hide a duplicate)."""
-    assert hasattr(client, "_on_result"), "Client._on_result moved: update count_deliveries"
-    counts: collections.Counter = collections.Counter()
-    deliver = client._on_result
-
-    def counting(result) -> None:
-        counts[result.task_id] += 1
-        deliver(result)
-
-    client._on_result = counting
-    return counts
 
 
 def runs_by_index(log) -> dict[int, list[int]]:

@@ -1,6 +1,6 @@
 """pargraph's graphs on real processes: this engine's Client, a process pool, Dask distributed, and in-process.
 
-Every program of tests/pargraph (each module's ``CASES``) runs on every backend
+Every program of tests/pargraph (the ``CASES`` of its ``*_programs`` modules) runs on every backend
 and must give what its plain call gives. The backends:
 
 - ``client``: this engine's ``Client`` (the conftest's module-scoped two-worker ``LocalCluster``), which runs
@@ -23,7 +23,6 @@ import concurrent.futures
 import multiprocessing
 import multiprocessing.resource_tracker
 import os
-import time
 import weakref
 from collections.abc import Iterator
 
@@ -31,11 +30,19 @@ import pytest
 
 from scaler_jupyter.errors import GraphError
 from scaler_jupyter.pargraph import GraphEngine, delayed, graph
-from tests.helpers import dask_local_cluster, stop_resource_tracker, touch, wait_until
-from tests.pargraph import test_engine, test_model, test_tracing
-from tests.pargraph.test_engine import assert_runs_as_plain_call, three_outputs
-from tests.pargraph.test_model import offset
-from tests.pargraph.test_tracing import report, report_files
+from tests.helpers import (
+    dask_local_cluster,
+    stop_resource_tracker,
+    touch,
+    wait_for_file,
+    wait_until,
+    write_atomically,
+)
+from tests.pargraph import engine_programs, model_programs, tracing_programs
+from tests.pargraph.cases import assert_runs_as_plain_call
+from tests.pargraph.engine_programs import three_outputs
+from tests.pargraph.model_programs import offset
+from tests.pargraph.tracing_programs import report, report_files
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -43,7 +50,7 @@ WAIT = 15.0  # seconds any one event may take
 RESULT_TIMEOUT = 30.0  # seconds a graph may take on this engine's Client
 BACKENDS = ("client", "process_pool", "dask", "in_process")
 PARALLEL_BACKENDS = ("client", "process_pool", "dask")
-CASES = [*test_tracing.CASES, *test_model.CASES, *test_engine.CASES]
+CASES = [*tracing_programs.CASES, *model_programs.CASES, *engine_programs.CASES]
 
 
 # ---------------------------------------------------------------------------
@@ -141,7 +148,7 @@ def test_on_dask_a_graph_never_gets_another_graph_s_results(dask_client):
 
 def test_module_level_decorated_functions_reach_a_process_pool_by_reference(process_pool):
     """The pool pickles with plain pickle: a wrapper that did not carry its function's name would fail here."""
-    assert process_pool.submit(test_tracing.extract_emails, [{"email": "A@b.c"}]).result(WAIT) == ["a@b.c"]
+    assert process_pool.submit(tracing_programs.extract_emails, [{"email": "A@b.c"}]).result(WAIT) == ["a@b.c"]
     assert process_pool.submit(report, os.devnull, os.devnull).result(WAIT) == {}
 
 
@@ -170,7 +177,7 @@ def test_the_report_s_two_branches_run_in_parallel(backend, tmp_path):
     assert set(branches) == {"read_file", "read_table"}
     (file_pid, file_start, file_end, file_met), (table_pid, table_start, table_end, table_met) = (
         branches["read_file"], branches["read_table"])
-    assert file_met and table_met, f"a branch waited {test_tracing.MEET_TIMEOUT:g}s for the other: {branches}"
+    assert file_met and table_met, f"a branch waited {tracing_programs.MEET_TIMEOUT:g}s for the other: {branches}"
     assert file_pid != table_pid, "both branches ran in one process"
     assert file_start < table_end and table_start < file_end, f"the branches' runs do not overlap: {branches}"
 
@@ -235,32 +242,18 @@ class PargraphTaskError(Exception):
     """Raised by :func:`explode`: a type of this module's own, so the backend must hand back exactly it."""
 
 
-def write_atomically(path: str, text: str) -> None:
-    with open(f"{path}.tmp", "w") as file:
-        file.write(text)
-    os.replace(f"{path}.tmp", path)
-
-
-def wait_for_file(path: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
-
-
 @delayed
 def hold(directory):
     """Say it started, run until the test writes ``go``, then say it ended."""
     write_atomically(os.path.join(directory, "hold-started"), str(os.getpid()))
-    wait_for_file(os.path.join(directory, "go"))
+    wait_for_file(os.path.join(directory, "go"), WAIT)
     write_atomically(os.path.join(directory, "hold-ended"), "")
     return "held"
 
 
 @delayed
 def explode(directory):
-    wait_for_file(os.path.join(directory, "hold-started"))  # fail only once ``hold`` runs
+    wait_for_file(os.path.join(directory, "hold-started"), WAIT)  # fail only once ``hold`` runs
     raise PargraphTaskError("exploded")
 
 

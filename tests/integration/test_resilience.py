@@ -46,7 +46,7 @@ from scaler_jupyter.protocol import (
     encode,
     messages,
 )
-from tests.helpers import alive, connect, processors_of, record_run, wait_gone, wait_until
+from tests.helpers import alive, connect, count_deliveries, processors_of, record_run, wait_gone, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -98,24 +98,6 @@ def count_lines(log) -> tuple[int, collections.Counter]:
             for line in file:
                 by_pid[line.split()[1]] += 1
     return sum(by_pid.values()), by_pid
-
-
-def count_deliveries(client: Client) -> collections.Counter:
-    """Count every task result the client receives from the scheduler, by task id.
-
-    ``map`` keeps one slot per call and silently ignores a second result for a task,
-    so a duplicate delivery would be invisible in the results; this counts beneath it.
-    """
-    assert hasattr(client, "_on_result"), "Client._on_result moved: update count_deliveries"
-    counts: collections.Counter = collections.Counter()
-    deliver = client._on_result
-
-    def counting(result: TaskResult) -> None:
-        counts[result.task_id] += 1
-        deliver(result)
-
-    client._on_result = counting
-    return counts
 
 
 def kill_worker_mid_run(cluster: LocalCluster, log) -> tuple[int, int]:

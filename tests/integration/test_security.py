@@ -162,7 +162,7 @@ def hello(dealer: zmq.Socket) -> None:
 def submit_create(dealer: zmq.Socket, marker: Path, client_number: int = 1) -> None:
     """Submit one task that creates ``marker``, as client ``client_number`` (the scheduler's welcome says)."""
     function = serialization.dumps(create)
-    function_id = serialization.content_id(function)
+    function_id = serialization.content_id(*function.parts)
     args, refs = serialization.dumps_collecting_refs(((str(marker),), {}))
     task = TaskSpec(client_number << TASK_ID_BITS, function_id, args, refs, None, [], 0, None)
     send(dealer, Submit([ObjectSpec(function_id, function)], [task]))

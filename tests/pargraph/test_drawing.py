@@ -11,6 +11,7 @@ import re
 import types
 from typing import Annotated
 
+import msgpack
 import pytest
 from bokeh.document import Document
 from bokeh.document.events import ColumnsPatchedEvent
@@ -32,6 +33,7 @@ from scaler_jupyter.pargraph.drawing import (
     summarize,
     update_states,
 )
+from scaler_jupyter.protocol.graph_states import NodeState
 
 # ---------------------------------------------------------------------------
 # Programs: the talk's report, with a subgraph, constants and operators
@@ -349,6 +351,14 @@ def test_states_from_a_hand_built_snapshot(g, k):
     assert states == {k.read_file: "done", f"{k.clean}/preprocess-1": "done", f"{k.clean}/add-2": "running",
                       k.read_table: "done", k.extract_emails: "done", k.getitem: "ready", k.send: "waiting",
                       k.clean: "running"}
+
+
+def test_states_read_from_the_wire_are_node_states_and_an_unknown_one_is_none(g, k):
+    keys = g.task_keys()
+    entry = {"state": "running", "tasks": {keys[k.read_file]: "done", keys[k.send]: "paused"}}
+    states = states_from_snapshot(g, msgpack.unpackb(msgpack.packb(entry)))  # plain strings, as the feed sends them
+    assert states[k.read_file] is NodeState.DONE
+    assert k.send not in states
 
 
 def test_states_of_a_graph_too_large_to_list_its_tasks(g, k):

@@ -1,12 +1,7 @@
 """GraphEngine without a cluster: in this process, and on a thread pool (the path every executor takes).
 
-Also home of the check every pargraph test module uses: a :class:`Case` is a
-program and the arguments of one call, and :func:`assert_runs_as_plain_call`
-proves that tracing it (``to_graph`` with the arguments it binds, ``to_dict``
-with the rest) and running the dict gives what the plain call gives. Each test
-module lists its programs in ``CASES`` and checks them here (in this process, on
-a thread pool, and with Dask's own ``dask.get``); tests/integration/
-test_pargraph_backends.py runs every module's ``CASES`` on real processes.
+The programs in ``CASES`` (engine_programs.py) are checked as every pargraph test
+module checks its own (cases.py): traced and run, each gives what its plain call gives.
 
 Tasks that must be seen from the test record themselves in module-level state
 (this process runs them); a task that must still be running when another fails
@@ -16,75 +11,19 @@ waits for a ``threading.Event`` the test sets, so every ordering comes from even
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import operator
 import threading
 import weakref
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Annotated, Any
+from collections.abc import Iterator
 
-import dask
 import pytest
 
 from scaler_jupyter.errors import GraphError
-from scaler_jupyter.pargraph import Graph, GraphEngine, Result, delayed, graph
+from scaler_jupyter.pargraph import GraphEngine, delayed, graph
+from tests.pargraph.cases import check_cases
+from tests.pargraph.engine_programs import CASES, inc, three_outputs
 
 WAIT = 10.0  # seconds any one event may take
-
-# ---------------------------------------------------------------------------
-# Programs and the check that a traced program computes what the plain call does
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """A program and the keyword arguments of one call; ``bind`` names those given to ``to_graph`` (constants),
-    the others go to ``to_dict`` (inputs). ``arguments`` makes them, given a scratch directory. ``transform``
-    (``Graph.cull``, a JSON round trip...) must keep what the graph computes."""
-
-    name: str
-    program: Callable
-    arguments: Callable[[Path], dict[str, Any]]
-    bind: tuple[str, ...] = ()
-    by_value: bool = False  # its functions cannot be imported: only backends that use cloudpickle run it
-    transform: Callable[[Graph], Graph] | None = None  # applied to the traced graph before ``to_dict``
-
-    def __str__(self) -> str:
-        return self.name
-
-
-def case(cases: list[Case], program: Callable, arguments: dict[str, Any], *, name: str | None = None,
-         bind: tuple[str, ...] = (), by_value: bool = False) -> Case:
-    """Add a case with fixed arguments to ``cases``; return it."""
-    new = Case(name or program.__name__, program, lambda _directory: dict(arguments), bind, by_value)
-    cases.append(new)
-    return new
-
-
-def traced(case: Case, directory: Path) -> tuple[Any, dict, Any]:
-    """The plain call's value, and the program's Dask dict and keys for the same arguments."""
-    arguments = case.arguments(directory)
-    expected = case.program(**arguments)
-    graph = case.program.to_graph(**{k: v for k, v in arguments.items() if k in case.bind})
-    if case.transform is not None:
-        graph = case.transform(graph)
-    dsk, keys = graph.to_dict(**{k: v for k, v in arguments.items() if k not in case.bind})
-    return expected, dsk, keys
-
-
-def assert_runs_as_plain_call(case: Case, get: Callable[[dict, Any], Any], directory: Path) -> None:
-    """``get(*to_dict(...))`` equals the plain call of ``case``."""
-    expected, dsk, keys = traced(case, directory)
-    got = get(dsk, keys)
-    assert got == expected, f"{case}: the graph gave {got!r}, the plain call {expected!r}"
-
-
-def dask_get(dsk: dict, keys: Any) -> Any:
-    """Dask's own synchronous scheduler on the same dict (Dask reads a tuple as one key, so several are a list)."""
-    if isinstance(keys, tuple):
-        return tuple(dask.get(dsk, list(keys)))
-    return dask.get(dsk, keys)
-
 
 @pytest.fixture(scope="module")
 def thread_pool() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
@@ -92,49 +31,8 @@ def thread_pool() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
         yield pool
 
 
-def check_cases(case: Case, directory: Path) -> None:
-    """The check each module's parametrized test makes: in this process, on a thread pool, with dask.get."""
-    assert_runs_as_plain_call(case, GraphEngine().get, directory)
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        assert_runs_as_plain_call(case, GraphEngine(pool).get, directory)
-    assert_runs_as_plain_call(case, dask_get, directory)
-
-
 # ---------------------------------------------------------------------------
-# This module's programs
-
-
-@delayed
-def inc(x):
-    return x + 1
-
-
-@delayed
-def add(a, b):
-    return a + b
-
-
-@delayed
-def split(x) -> tuple[Annotated[int, Result("quotient")], Annotated[int, Result("remainder")]]:
-    return divmod(x, 7)
-
-
-@graph
-def three_outputs(x, y) -> tuple[Annotated[int, Result("q")], Annotated[int, Result("r")], int]:
-    q, r = split(x)
-    return add(q, y), inc(r), add(inc(x), q)
-
-
-@graph
-def wide(n, x):
-    """``n`` independent branches joined by one sum; ``n`` is bound, so the loop runs at trace time."""
-    return add(sum(inc(x + i) for i in range(n)), 0)
-
-
-CASES: list[Case] = []
-case(CASES, three_outputs, {"x": 50, "y": 3})
-case(CASES, three_outputs, {"x": 50, "y": 3}, name="three_outputs/bound-y", bind=("y",))
-case(CASES, wide, {"n": 12, "x": 5}, bind=("n",))
+# The programs of engine_programs.py
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)

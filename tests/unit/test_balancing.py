@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scaler_jupyter.protocol import Cancel, Heartbeat, Rejected, TakeBack, TakenBack
 from scaler_jupyter.protocol.messages import Status
-from tests.unit.test_scheduler_state import CLIENT, W1, W2, Scheduler, assigned, messages, ok, results, spec
+from tests.unit.scheduler_harness import CLIENT, W1, W2, Scheduler, assigned, messages, ok, results, spec
 
 
 def loaded_and_idle() -> tuple[Scheduler, list]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgpack
+
 from scaler_jupyter.protocol import (
     Cancel,
     DeleteObjects,
@@ -14,8 +16,10 @@ from scaler_jupyter.protocol import (
     is_result_object_id,
     result_object_id,
 )
+from scaler_jupyter.protocol.feed import encode_snapshot
+from scaler_jupyter.protocol.graph_states import GraphState, NodeState
 from scaler_jupyter.protocol.messages import ObjectSpec, Status
-from tests.unit.test_scheduler_state import (
+from tests.unit.scheduler_harness import (
     CLIENT,
     FUNCTION,
     OTHER,
@@ -122,6 +126,19 @@ def test_the_first_failure_ends_the_graph_and_stops_running_tasks():
     assert entry["counts"] == {"waiting": 0, "ready": 0, "running": 0, "done": 0, "failed": 1, "cancelled": 3}
     out = s.report(where[1], ok(1))  # it had finished before the cancel arrived: dropped
     assert results_to(out, CLIENT) == [] and result_object_id(1) not in s.state.objects
+
+
+def test_graph_states_are_enums_in_the_scheduler_and_their_values_on_the_wire():
+    s = setup()
+    diamond(s)
+    s.report(W1, ok(0))
+    snapshot = s.snapshot()
+    [entry] = snapshot["graphs"]
+    assert entry["state"] is GraphState.RUNNING
+    assert set(entry["tasks"].values()) == {NodeState.DONE, NodeState.RUNNING, NodeState.WAITING}
+    wire = msgpack.unpackb(encode_snapshot(snapshot)[1])["graphs"][0]
+    assert type(wire["state"]) is str and wire == entry
+    assert set(wire["counts"]) == {state.value for state in NodeState}
 
 
 def test_cancelling_any_task_cancels_the_graph():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scaler_jupyter.protocol import Rejected, Shutdown
-from tests.unit.test_scheduler_state import (
+from tests.unit.scheduler_harness import (
     CLIENT,
     OTHER_CLIENT,
     W1,
