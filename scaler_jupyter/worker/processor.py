@@ -21,7 +21,7 @@ import time
 import traceback
 
 from scaler_jupyter import task_context
-from scaler_jupyter.errors import ProtocolError, RemoteError
+from scaler_jupyter.errors import RemoteError
 from scaler_jupyter.processes import exit_with_parent
 from scaler_jupyter.protocol import (
     Assign,
@@ -36,7 +36,7 @@ from scaler_jupyter.protocol import (
     Status,
     TaskResult,
     TaskSpec,
-    decode,
+    deliver,
     encode,
     serialization,
 )
@@ -132,23 +132,21 @@ class Processor:
         if block:
             self._channel.wait_readable()
         for frames in self._channel.receive():
-            try:
-                message = decode(frames)
-            except ProtocolError as exc:
-                logger.error("dropping a malformed message from the agent: %s", exc)
-                continue
-            if isinstance(message, Assign):
-                for obj in message.objects:
-                    self._payloads[obj.object_id] = obj.payload
-                self._queue.extend(message.tasks)
-            elif isinstance(message, Cancel):
-                self._cancel(set(message.task_ids))
-            elif isinstance(message, DeleteObjects):
-                for object_id in message.object_ids:
-                    self._payloads.pop(object_id, None)
-                    self._loaded.pop(object_id, None)
-            elif isinstance(message, Shutdown):
-                self._running = False
+            deliver(frames, self._on_message, "the agent")
+
+    def _on_message(self, message) -> None:
+        if isinstance(message, Assign):
+            for obj in message.objects:
+                self._payloads[obj.object_id] = obj.payload
+            self._queue.extend(message.tasks)
+        elif isinstance(message, Cancel):
+            self._cancel(set(message.task_ids))
+        elif isinstance(message, DeleteObjects):
+            for object_id in message.object_ids:
+                self._payloads.pop(object_id, None)
+                self._loaded.pop(object_id, None)
+        elif isinstance(message, Shutdown):
+            self._running = False
 
     def _cancel(self, task_ids: set[int]) -> None:
         kept = collections.deque()
