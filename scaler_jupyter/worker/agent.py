@@ -249,8 +249,8 @@ class WorkerAgent:
         try:
             for message in self.state.flush().to_scheduler:  # the last results, and goodbye
                 self._send(message)
-        except zmq.ZMQError:
-            pass
+        except Exception:  # the processes below must still be stopped
+            logger.exception("worker %s could not say goodbye to the scheduler", self.name)
         for proc in self._processes.values():
             proc.process.kill()
         for proc in self._processes.values():

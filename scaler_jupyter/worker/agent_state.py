@@ -5,7 +5,8 @@ which only reads, decodes, calls, encodes and writes). Processors are known by a
 the state gives them. Every handler records what to do; ``flush()`` then grows or shrinks
 the pool, hands waiting tasks to processors and returns :class:`Actions`: the messages for
 the scheduler (at most one ``Output`` and one ``Results`` per turn, however many tasks
-ended), the messages for each processor, and the processors to start and to kill.
+ended), the messages for each processor (at most one ``DeleteObjects``, ``Cancel`` and
+``Assign`` each per turn), and the processors to start and to kill.
 
 State:
 
@@ -183,6 +184,8 @@ class AgentState:
         self._start_failures = 0
         self._numbers = itertools.count()
         self._actions = Actions()
+        self._cancels: dict[int, list[int]] = {}  # by processor: coalesced into one Cancel per turn
+        self._deletes: dict[int, list[bytes]] = {}  # likewise, one DeleteObjects
         self._output: list[OutputLine] = []
         self._results: list[TaskResult] = []
         for _ in range(config.processors):
@@ -218,6 +221,8 @@ class AgentState:
             return
         actions = self._actions  # what this turn meant for it has nobody to go to
         actions.to_processors = [(n, m) for n, m in actions.to_processors if n != number]
+        self._cancels.pop(number, None)
+        self._deletes.pop(number, None)
         actions.kill = [n for n in actions.kill if n != number]
         unstarted = list(proc.outstanding.values())
         for spec in unstarted:
@@ -276,6 +281,9 @@ class AgentState:
             self._resize_pool()
             self._dispatch()
         actions, self._actions = self._actions, Actions()
+        actions.to_processors[:0] = [*((n, DeleteObjects(ids)) for n, ids in self._deletes.items()),
+                                     *((n, Cancel(ids)) for n, ids in self._cancels.items())]
+        self._deletes, self._cancels = {}, {}
         if self._output:
             actions.to_scheduler.append(Output(self._output))
             self._output = []
@@ -312,7 +320,7 @@ class AgentState:
                     self._actions.kill.append(number)
             else:
                 self.cancelling.update(asked)
-                self._actions.to_processors.append((number, Cancel(asked)))
+                self._cancels.setdefault(number, []).extend(asked)
 
     def _on_delete_objects(self, msg: DeleteObjects, now: float) -> None:
         for object_id in msg.object_ids:
@@ -321,7 +329,7 @@ class AgentState:
             held = [o for o in msg.object_ids if o in proc.objects]
             if held:
                 proc.objects.difference_update(held)
-                self._actions.to_processors.append((number, DeleteObjects(held)))
+                self._deletes.setdefault(number, []).extend(held)
 
     def _on_task_blocked(self, msg: TaskBlocked, now: float) -> None:
         if any(msg.task_id in p.outstanding for p in self.processors.values()):

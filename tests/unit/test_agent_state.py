@@ -75,6 +75,9 @@ class Agent:
         actions = self.state.flush()
         for kind in (Output, Results):  # batched: at most one of each per turn
             assert sum(isinstance(m, kind) for m in actions.to_scheduler) <= 1
+        for kind in (DeleteObjects, Cancel, Assign):
+            sent_to = [n for n, m in actions.to_processors if isinstance(m, kind)]
+            assert len(sent_to) == len(set(sent_to))
         held = set(self.state.processors)
         assert {n for n, _ in actions.to_processors} | set(actions.kill) <= held  # never an exited one
         return actions
@@ -337,9 +340,12 @@ def test_cancel_of_a_running_task_kills_its_processor_and_is_no_crash(agent):
 
 def test_cancel_of_an_unstarted_task_goes_to_its_processor(agent):
     agent.state.depth = 3
-    agent.assign(spec(2), spec(3))
+    agent.assign(spec(2), spec(3), spec(4))
     actions = agent.from_scheduler(Cancel([3]))
     assert to(actions, 0, Cancel) == [Cancel([3])] and not actions.kill
+    agent.state.on_scheduler_message(wire(Cancel([4])), agent.now)
+    agent.state.on_scheduler_message(wire(Cancel([3])), agent.now)
+    assert to(agent.flush(), 0, Cancel) == [Cancel([4, 3])]  # one message per turn
     actions = agent.finish(0, TaskResult(3, Status.CANCELLED, None, "cancelled", []))
     assert results(actions)[3].status == Status.CANCELLED
 
