@@ -18,8 +18,7 @@ from collections.abc import Callable
 
 import zmq
 
-from scaler_jupyter.errors import ProtocolError
-from scaler_jupyter.protocol import Heartbeat, Submit, decode
+from scaler_jupyter.protocol import Heartbeat, Submit, deliver
 from scaler_jupyter.protocol.transport import receive, send
 from scaler_jupyter.security import ClusterKeys, HandshakeWatch
 
@@ -151,15 +150,7 @@ class Connection:
 
     def _receive(self) -> None:
         while (frames := receive(self._socket)) is not None:
-            try:
-                message = decode(frames)
-            except ProtocolError as exc:
-                logger.error("dropping a malformed message from the scheduler: %s", exc)
-                continue
-            try:
-                self._on_message(message)
-            except Exception:
-                logger.exception("error handling %s", type(message).__name__)
+            deliver(frames, self._on_message, "the scheduler")
 
 
 def _coalesce(messages):

@@ -1,5 +1,6 @@
 """The wire: message records, their codec, and how user payloads are made. Depends on nothing else of ours."""
 
+from scaler_jupyter.protocol.delivery import deliver
 from scaler_jupyter.protocol.messages import (
     CONTENT_ID_BYTES,
     INLINE_LIMIT,
@@ -80,6 +81,7 @@ __all__ = [
     "WorkerHello",
     "WorkerWelcome",
     "decode",
+    "deliver",
     "encode",
     "is_result_object_id",
     "needed_objects",

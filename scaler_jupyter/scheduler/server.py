@@ -12,8 +12,7 @@ import time
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from scaler_jupyter.errors import ProtocolError
-from scaler_jupyter.protocol import decode
+from scaler_jupyter.protocol import deliver
 from scaler_jupyter.protocol.feed import TOPIC, encode_snapshot
 from scaler_jupyter.protocol.transport import receive_routed, send
 from scaler_jupyter.scheduler.connections import ConnectionTracker
@@ -229,15 +228,7 @@ class SchedulerServer:
             logger.exception("could not encode %s for %r: dropped", type(message).__name__, identity)
 
     def _apply(self, identity: bytes, frames: list, now: float) -> None:
-        try:
-            message = decode(frames)
-        except ProtocolError as exc:
-            logger.warning("dropping a malformed message from %r: %s", identity, exc)
-            return
-        try:
-            self.state.on_message(identity, message, now)
-        except Exception:  # a bug must cost one message, never the scheduler
-            logger.exception("error handling %s from %r", type(message).__name__, identity)
+        deliver(frames, lambda message: self.state.on_message(identity, message, now), identity)
 
 
 def run_scheduler(address: str, config: SchedulerConfig, ready_fd: int | None = None) -> None:

@@ -38,6 +38,7 @@ import itertools
 import logging
 import math
 
+from scaler_jupyter import queue_depth
 from scaler_jupyter.protocol import (
     CONTENT_ID_BYTES,
     PROTOCOL_VERSION,
@@ -618,9 +619,8 @@ class SchedulerState:
         the processor between two tasks (about 2.5 ms here, 5% of a 50 ms task). No more than
         that, so that at the end of a batch no worker holds tasks another could be running.
         """
-        mean = seconds if worker.mean_task_seconds is None else 0.7 * worker.mean_task_seconds + 0.3 * seconds
-        worker.mean_task_seconds = mean
-        worker.depth = min(self.config.max_depth, max(2, math.ceil(self.config.queue_seconds / max(mean, 1e-6))))
+        worker.mean_task_seconds, worker.depth = queue_depth.learn(worker.mean_task_seconds, seconds,
+                                                                   self.config.queue_seconds, 2, self.config.max_depth)
 
     def _mark_blocked(self, parent_id: int) -> None:
         parent = self.tasks.get(parent_id)

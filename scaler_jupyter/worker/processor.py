@@ -21,7 +21,7 @@ import time
 import traceback
 
 from scaler_jupyter import task_context
-from scaler_jupyter.errors import ProtocolError, RemoteError
+from scaler_jupyter.errors import RemoteError
 from scaler_jupyter.processes import exit_with_parent
 from scaler_jupyter.protocol import (
     Assign,
@@ -36,7 +36,7 @@ from scaler_jupyter.protocol import (
     Status,
     TaskResult,
     TaskSpec,
-    decode,
+    deliver,
     encode,
     serialization,
 )
@@ -102,6 +102,8 @@ class Processor:
         self._payloads: dict[bytes, Payload] = {}
         self._loaded: dict[bytes, object] = {}
         self._results: list[TaskResult] = []
+        self._results_lock = threading.Lock()  # the main thread and the late-results thread both send them
+        self._results_waiting = threading.Event()  # set when a batch begins, cleared when it is sent
         self._last_flush = time.monotonic()
         self._peak = _PeakMemory()
         self._running = True
@@ -115,11 +117,12 @@ class Processor:
         self.send(Heartbeat(0.0, 0, 0, 0))  # ready: imports done
         stdout, stderr = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _TaskStream(self, "stdout"), _TaskStream(self, "stderr")
+        threading.Thread(target=self._send_late_results, name="late-results", daemon=True).start()
         try:
             while self._running:
                 self._receive(block=not self._queue)
                 if self._queue:
-                    self._results.append(self._run(self._queue.popleft()))
+                    self._add_result(self._run(self._queue.popleft()))
                 if self._results and (not self._queue or time.monotonic() - self._last_flush > _FLUSH_SECONDS):
                     self._flush_results()
         except ChannelClosed:
@@ -132,37 +135,55 @@ class Processor:
         if block:
             self._channel.wait_readable()
         for frames in self._channel.receive():
-            try:
-                message = decode(frames)
-            except ProtocolError as exc:
-                logger.error("dropping a malformed message from the agent: %s", exc)
-                continue
-            if isinstance(message, Assign):
-                for obj in message.objects:
-                    self._payloads[obj.object_id] = obj.payload
-                self._queue.extend(message.tasks)
-            elif isinstance(message, Cancel):
-                self._cancel(set(message.task_ids))
-            elif isinstance(message, DeleteObjects):
-                for object_id in message.object_ids:
-                    self._payloads.pop(object_id, None)
-                    self._loaded.pop(object_id, None)
-            elif isinstance(message, Shutdown):
-                self._running = False
+            deliver(frames, self._on_message, "the agent")
+
+    def _on_message(self, message) -> None:
+        if isinstance(message, Assign):
+            for obj in message.objects:
+                self._payloads[obj.object_id] = obj.payload
+            self._queue.extend(message.tasks)
+        elif isinstance(message, Cancel):
+            self._cancel(set(message.task_ids))
+        elif isinstance(message, DeleteObjects):
+            for object_id in message.object_ids:
+                self._payloads.pop(object_id, None)
+                self._loaded.pop(object_id, None)
+        elif isinstance(message, Shutdown):
+            self._running = False
 
     def _cancel(self, task_ids: set[int]) -> None:
         kept = collections.deque()
         for spec in self._queue:
             if spec.task_id in task_ids:
-                self._results.append(TaskResult(spec.task_id, Status.CANCELLED, None, "cancelled", []))
+                self._add_result(TaskResult(spec.task_id, Status.CANCELLED, None, "cancelled", []))
             else:
                 kept.append(spec)
         self._queue = kept
 
+    def _add_result(self, result: TaskResult) -> None:
+        with self._results_lock:
+            self._results.append(result)
+            if len(self._results) == 1:
+                self._results_waiting.set()
+
     def _flush_results(self) -> None:
-        self.send(Results(self._results))
-        self._results = []
-        self._last_flush = time.monotonic()
+        with self._results_lock:
+            if self._results:
+                self.send(Results(self._results))
+                self._results = []
+                self._results_waiting.clear()
+            self._last_flush = time.monotonic()
+
+    def _send_late_results(self) -> None:
+        """Batched results wait at most ``_FLUSH_SECONDS``, also when the task after them runs long:
+        this thread sends them then, while that task runs."""
+        try:
+            while True:
+                self._results_waiting.wait()
+                time.sleep(_FLUSH_SECONDS)
+                self._flush_results()
+        except ChannelClosed:
+            pass  # the agent is gone; the main thread ends the process
 
     def _object(self, object_id: bytes, serializer=None):
         try:

@@ -58,6 +58,11 @@ def released_at(started, go):
     return time.monotonic_ns()
 
 
+def value_or_block(i, started, go):
+    """Tasks 0-49 return at once; task 50 holds its processor until ``go`` exists."""
+    return block_until(started, go, 2 * RESULT_TIMEOUT) if i == 50 else i
+
+
 def stamp(name):
     return name, time.monotonic_ns()
 
@@ -375,6 +380,17 @@ def test_tasks_cancelled_by_a_map_timeout_never_start(single, tmp_path):
         # one processor runs tasks in order: once a later task is done, no cancelled one can start any more
         assert client.submit(add, 1, 2).result(RESULT_TIMEOUT) == 3
         assert sorted(os.listdir(marks)) == ["0"]
+
+
+def test_a_result_does_not_wait_for_the_task_after_it(single, tmp_path):
+    """A processor sends results in batches, but never holds one until the long task queued after it ends."""
+    started, go = str(tmp_path / "started"), str(tmp_path / "go")
+    with connect(single.address) as client:
+        list(client.map(add, range(500)))  # short tasks: the worker now hands its processor many at once
+        results = client.map(value_or_block, range(51), [started] * 51, [go] * 51, timeout=RESULT_TIMEOUT)
+        assert [next(results) for _ in range(50)] == list(range(50))  # all while the last task still blocks
+        touch(go)
+        assert isinstance(next(results), int)
 
 
 # ---------------------------------------------------------------------------
