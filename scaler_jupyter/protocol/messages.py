@@ -111,11 +111,15 @@ class TaskSpec:
     tags: list[str]
     priority: int
     parent_id: int | None
+    # objects that set the processor up before the task loads: the caller's import path, modules shipped by
+    # value (see scaler_jupyter/import_environment.py); the same list for every task while they do not change
+    environment: list[bytes] = dataclasses.field(default_factory=list)
 
 
 def needed_objects(spec: TaskSpec) -> list[bytes]:
-    """The stored objects a task cannot run without: its function, serializer and referenced objects."""
-    needed = [spec.function_id, *spec.object_ids]
+    """The stored objects a task cannot run without: its function, serializer, referenced objects and
+    environment."""
+    needed = [spec.function_id, *spec.object_ids, *spec.environment]
     if spec.serializer_id is not None:
         needed.append(spec.serializer_id)
     return needed
