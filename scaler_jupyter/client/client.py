@@ -183,7 +183,7 @@ class Client(concurrent.futures.Executor):
         if address is None:
             from scaler_jupyter.cluster import LocalCluster
 
-            self._cluster = LocalCluster(n_workers=os.cpu_count() or 1, keys=keys)
+            self._cluster = LocalCluster(n_workers=os.cpu_count() or 1, keys=keys, log_level=log_level)
             address = self._cluster.address
         self.address = address
         self.serializer = serializer

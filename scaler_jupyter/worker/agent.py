@@ -63,6 +63,7 @@ logger = logging.getLogger(__name__)
 _PROCESSOR_QUEUE_SECONDS = 0.005  # work, by measured task time, handed to a processor ahead of time
 _MAX_PROCESSOR_DEPTH = 128
 _READY_TIMEOUT = 30.0  # join the scheduler after this long even if a processor is slow to start
+_BYE_LINGER_MS = 1000
 _MAX_START_FAILURES = 3  # processors in a row that die before answering: the worker cannot run tasks
 
 
@@ -509,7 +510,8 @@ class WorkerAgent:
             os.close(proc.pidfd)
             proc.channel.close()
         self._handshakes.close()
-        self._scheduler.close()
+        # the bye must reach the scheduler (else it sees a dropped connection, a warning), but not hang an exit
+        self._scheduler.close(linger=_BYE_LINGER_MS)
         self._context.term()
         for fd in (self._wakeup_r, self._wakeup_w):
             os.close(fd)
