@@ -183,7 +183,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    logging_config.configure(args.command, logging_config.level(args.log_level, default="INFO"))
+    try:
+        level = logging_config.level(args.log_level, default="INFO")
+    except ValueError as exc:  # a bad $SCALER_JUPYTER_LOG_LEVEL: --log-level is checked by argparse
+        sys.exit(f"scaler-jupyter {args.command}: {exc}")
+    logging_config.configure(args.command, level)
     from scaler_jupyter.processes import exit_with_parent
 
     exit_with_parent()

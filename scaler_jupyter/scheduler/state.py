@@ -380,7 +380,7 @@ class SchedulerState:
             self._outbox.append((peer, Rejected("this scheduler was started with --protected: it refuses remote "
                                                 "shutdown; stop it on its own host (SIGINT or SIGTERM)")))
             return
-        logger.warning("client %s shut the cluster down (%s)", client.name, msg.reason)
+        logger.info("client %s shut the cluster down (%s)", client.name, msg.reason)  # asked for: no warning
         self.stopping = True
         notice = Shutdown(f"client {client.name} shut the cluster down")
         self._outbox.extend((identity, notice) for identity in [*self.workers, *self.clients])

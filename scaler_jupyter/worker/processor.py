@@ -233,10 +233,11 @@ class Processor:
         """Import as the task's caller does: its path (where it applies here) and its modules shipped by value."""
         objects = [self._object(object_id) for object_id in environment]
         paths = [o for o in objects if isinstance(o, ImportPath)]
-        sys.path[:] = (paths[0].for_processor(self._own_path, self._host, self._interpreter) if paths
-                       else self._own_path)
+        path = paths[0].for_processor(self._own_path, self._host, self._interpreter) if paths else self._own_path
+        if path != sys.path:
+            sys.path[:] = path
+            importlib.invalidate_caches()  # its folders may have gained modules since this process last looked
         self._bundles.use([o for o in objects if isinstance(o, ModuleBundle)])
-        importlib.invalidate_caches()  # folders may have gained modules since this process last looked
         self._environment = environment
         logger.debug("took on a caller's import environment: sys.path %s", sys.path)
 

@@ -105,3 +105,26 @@ def test_every_command_takes_a_log_level():
     done = subprocess.run([sys.executable, "-m", "scaler_jupyter", "worker", "tcp://127.0.0.1:1", "--log-level",
                            "loud"], capture_output=True, text=True, timeout=SCRIPT_TIMEOUT)
     assert done.returncode == 2 and "--log-level" in done.stderr
+
+
+def test_a_cluster_shut_down_by_its_client_logs_no_warning(tmp_path):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "scaler_jupyter"]
+    log = tmp_path / "cluster.log"
+    with open(log, "w") as err:  # default level: INFO for commands run by hand
+        scheduler = subprocess.Popen([*command, "scheduler", address], stderr=err, env=_environment())
+        workers = subprocess.Popen([*command, "cluster", address, "-n", "2"], stderr=err, env=_environment())
+    try:
+        with connect(address, timeout=START_TIMEOUT) as client:
+            client.wait_for_workers(2, timeout=START_TIMEOUT)
+            assert client.submit(pow, 3, 2).result(RESULT_TIMEOUT) == 9
+            client.shutdown_cluster()
+        assert scheduler.wait(15) == 0 and workers.wait(15) == 0
+    finally:
+        for process in (workers, scheduler):
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    text = log.read_text()
+    assert "shut the cluster down" in text and " INFO " in text
+    assert [line for line in text.splitlines() if "WARNING" in line] == []
