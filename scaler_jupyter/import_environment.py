@@ -106,6 +106,9 @@ def bundle_module(module: types.ModuleType) -> ModuleBundle:
     if not isinstance(module, types.ModuleType):
         raise TypeError(f"register_by_value takes a module, not {type(module).__name__}: import it first")
     name = module.__name__
+    if name == "__main__":
+        raise ValueError("the functions and classes of __main__ (a script, a notebook) travel by value already: "
+                         "register_by_value is for the modules they import")
     locations = list(getattr(module, "__path__", None) or ())
     modules: dict[str, tuple[str, bytes, bool]] = {}
     if locations:  # a package, perhaps a namespace package spread over several folders

@@ -23,7 +23,7 @@ import msgpack
 
 from scaler_jupyter.errors import ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: TaskSpec.environment
 TASK_ID_BITS = 40  # a client's task ids are its number << TASK_ID_BITS plus a counter: unique, and its own
 INLINE_LIMIT = 64 * 1024
 

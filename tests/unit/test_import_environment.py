@@ -77,6 +77,8 @@ def test_only_modules_with_python_source_can_be_bundled():
         bundle_module(sys)
     with pytest.raises(TypeError, match="takes a module"):
         bundle_module("json")
+    with pytest.raises(ValueError, match="by value already"):
+        bundle_module(sys.modules["__main__"])
 
 
 @pytest.fixture
