@@ -107,13 +107,14 @@ def test_every_command_takes_a_log_level():
     assert done.returncode == 2 and "--log-level" in done.stderr
 
 
-def test_a_cluster_shut_down_by_its_client_logs_no_warning(tmp_path):
+def test_a_cluster_shut_down_by_its_client_logs_no_warning_and_passes_its_level_on(tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"
     command = [sys.executable, "-m", "scaler_jupyter"]
     log = tmp_path / "cluster.log"
-    with open(log, "w") as err:  # default level: INFO for commands run by hand
+    with open(log, "w") as err:  # the scheduler at the default level of a command run by hand, INFO
         scheduler = subprocess.Popen([*command, "scheduler", address], stderr=err, env=_environment())
-        workers = subprocess.Popen([*command, "cluster", address, "-n", "2"], stderr=err, env=_environment())
+        workers = subprocess.Popen([*command, "cluster", address, "-n", "2", "--log-level", "debug"], stderr=err,
+                                   env=_environment())
     try:
         with connect(address, timeout=START_TIMEOUT) as client:
             client.wait_for_workers(2, timeout=START_TIMEOUT)
@@ -126,5 +127,6 @@ def test_a_cluster_shut_down_by_its_client_logs_no_warning(tmp_path):
                 process.kill()
                 process.wait(10)
     text = log.read_text()
-    assert "shut the cluster down" in text and " INFO " in text
+    assert "shut the cluster down" in text and " scheduler DEBUG " not in text
+    assert " processor DEBUG " in text  # the cluster's level reaches its workers and their processors
     assert [line for line in text.splitlines() if "WARNING" in line] == []
