@@ -228,7 +228,6 @@ class Processor:
                 return TaskResult(spec.task_id, Status.SERIALIZATION, None, message, profile)
         return TaskResult(spec.task_id, status, _exception_payload(value), str(value), profile)
 
-
     def _take_environment(self, environment: list[bytes]) -> None:
         """Import as the task's caller does: its path (where it applies here) and its modules shipped by value."""
         objects = [self._object(object_id) for object_id in environment]
