@@ -25,7 +25,9 @@ the same one or two 16-byte ids, and the client pays one list comparison per tas
   processor serves the bundles of its current task from :class:`BundleFinder`,
   first on ``sys.meta_path``, so a shipped module wins over any other copy; a
   bundle whose content changed (the caller edited and registered it again) is
-  unloaded, and its next import runs the new code.
+  unloaded, and its next import runs the new code. A ``Client`` made inside a task
+  ships the bundles its task was given on to its own tasks (nested tasks import
+  what their parent could).
 """
 
 from __future__ import annotations
@@ -139,23 +141,25 @@ def _under(entry: str, prefix: str) -> bool:
 
 class CallerEnvironment:
     """A client's side: the ids of its environment objects, stored through ``put`` (which returns an object's
-    id) only when ``sys.path`` or the registered modules change."""
+    id) only when ``sys.path``, the registered modules or (in a processor) the task's bundles change."""
 
     def __init__(self, put: Callable[[object], bytes]) -> None:
         self._put = put
         self._lock = threading.Lock()
         self._path: list[str] | None = None  # sys.path as it was when the ids were made
+        self._inherited: dict | None = None  # the bundles this process's finder served then
         self._bundles: dict[str, bytes] = {}  # module name -> the id of its bundle
         self._ids: list[bytes] = []
 
     def ids(self) -> list[bytes]:
         """The object ids every task submitted now names. The list is shared: never modify it."""
-        if sys.path != self._path:
+        if sys.path != self._path or _served() is not self._inherited:
             with self._lock:
-                path = list(sys.path)
-                if path != self._path:
-                    self._ids = [self._put(capture_import_path()), *self._bundles.values()]
-                    self._path = path
+                path, inherited = list(sys.path), _served()
+                if path != self._path or inherited is not self._inherited:
+                    bundles = [self._put(b) for name, b in (inherited or {}).items() if name not in self._bundles]
+                    self._ids = [self._put(capture_import_path()), *self._bundles.values(), *bundles]
+                    self._path, self._inherited = path, inherited
         return self._ids
 
     def register_by_value(self, module: types.ModuleType) -> None:
@@ -184,22 +188,34 @@ class _BundleLoader(importlib.abc.SourceLoader):
         return self._is_package
 
 
+def _served() -> dict | None:
+    """The bundles this process serves (by module name), if it is a processor; a new dict when they change."""
+    return None if _finder is None else _finder.bundles
+
+
 class BundleFinder(importlib.abc.MetaPathFinder):
-    """Serves the modules of the bundles in use; install it first on ``sys.meta_path``."""
+    """Serves the modules of the bundles in use; :meth:`install` puts it first on ``sys.meta_path``."""
 
     def __init__(self) -> None:
-        self._bundles: dict[str, ModuleBundle] = {}
+        self.bundles: dict[str, ModuleBundle] = {}  # replaced, never modified: clients here compare it by identity
         self._modules: dict[str, tuple[str, bytes, bool]] = {}
+
+    def install(self) -> BundleFinder:
+        """Serve this process's imports first; clients made in this process ship its bundles on."""
+        global _finder
+        sys.meta_path.insert(0, self)
+        _finder = self
+        return self
 
     def use(self, bundles: list[ModuleBundle]) -> None:
         """Serve ``bundles`` (and nothing else); unload the modules of any bundle whose content changed."""
         wanted = {bundle.name: bundle for bundle in bundles}
         for name, bundle in wanted.items():
-            old = self._bundles.get(name)
+            old = self.bundles.get(name)
             if old is not None and old.modules != bundle.modules:
                 for loaded in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
                     del sys.modules[loaded]
-        self._bundles = wanted
+        self.bundles = wanted
         self._modules = {}
         for bundle in bundles:
             self._modules.update(bundle.modules)
@@ -212,3 +228,6 @@ class BundleFinder(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(
             fullname, filename, loader=_BundleLoader(filename, source, is_package),
             submodule_search_locations=[] if is_package else None)
+
+
+_finder: BundleFinder | None = None  # this process's, once a processor installed it

@@ -121,8 +121,7 @@ class Processor:
         self._own_path = list(sys.path)
         self._host, self._interpreter = host_identity(), interpreter_identity()
         self._environment: list[bytes] = []
-        self._bundles = BundleFinder()
-        sys.meta_path.insert(0, self._bundles)
+        self._bundles = BundleFinder().install()
 
     def send(self, message) -> None:
         with self._send_lock:

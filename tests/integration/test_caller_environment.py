@@ -150,6 +150,26 @@ def test_a_module_no_worker_can_import_fails_naming_it_and_register_by_value_shi
         _forget(name)
 
 
+def test_tasks_a_task_submits_get_the_modules_shipped_to_it(client, tmp_path):
+    name = _unique("shipped_nested")
+    package = tmp_path / "nowhere_on_a_path" / name
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("def negate(x):\n    return -x\n")
+    try:
+        module = _load_from_file(name, package)
+        client.register_by_value(module)
+
+        def parent(x):  # on a worker: a client of its own, whose task needs the shipped package too
+            from scaler_jupyter import Client
+
+            with Client() as inner:
+                return inner.submit(importlib.import_module(name).negate, x).result(60)
+
+        assert client.submit(parent, 4).result(RESULT_TIMEOUT * 2) == -4
+    finally:
+        _forget(name)
+
+
 def test_register_by_value_refuses_what_has_no_python_source(client):
     with pytest.raises(TypeError, match="takes a module"):
         client.register_by_value("os")
