@@ -97,7 +97,7 @@ def capture_import_path() -> ImportPath:
     entries = tuple(dict.fromkeys(e if os.path.isabs(e) else os.path.abspath(os.path.join(cwd, e))
                                   for e in sys.path if isinstance(e, str)))
     prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
-    prefixes.update(os.path.realpath(p) for p in site.getsitepackages())
+    prefixes.update(os.path.realpath(p) for p in getattr(site, "getsitepackages", list)())  # not in old virtualenvs
     if site.ENABLE_USER_SITE and site.getusersitepackages():
         prefixes.add(os.path.realpath(site.getusersitepackages()))
     return ImportPath(host_identity(), interpreter_identity(), tuple(sorted(prefixes)), entries)
@@ -199,6 +199,7 @@ class BundleFinder(importlib.abc.MetaPathFinder):
     def __init__(self) -> None:
         self.bundles: dict[str, ModuleBundle] = {}  # replaced, never modified: clients here compare it by identity
         self._modules: dict[str, tuple[str, bytes, bool]] = {}
+        self._served: dict[str, ModuleBundle] = {}  # by module name: the bundle its loaded modules may come from
 
     def install(self) -> BundleFinder:
         """Serve this process's imports first; clients made in this process ship its bundles on."""
@@ -208,13 +209,15 @@ class BundleFinder(importlib.abc.MetaPathFinder):
         return self
 
     def use(self, bundles: list[ModuleBundle]) -> None:
-        """Serve ``bundles`` (and nothing else); unload the modules of any bundle whose content changed."""
+        """Serve ``bundles`` (and nothing else). What was imported under a bundle's name from anywhere else (an
+        installed copy, an earlier version of the bundle) is unloaded, so that the shipped code runs."""
         wanted = {bundle.name: bundle for bundle in bundles}
         for name, bundle in wanted.items():
-            old = self.bundles.get(name)
-            if old is not None and old.modules != bundle.modules:
+            served = self._served.get(name)
+            if served is None or served.modules != bundle.modules:
                 for loaded in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
                     del sys.modules[loaded]
+                self._served[name] = bundle
         self.bundles = wanted
         self._modules = {}
         for bundle in bundles:

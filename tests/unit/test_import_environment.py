@@ -103,7 +103,10 @@ def test_the_finder_serves_bundles_and_reloads_one_whose_content_changed(tmp_pat
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("served_pkg")
 
+    installed = types.ModuleType("served_pkg")  # a copy of its own the process imported before
+    sys.modules["served_pkg"] = installed
     finder.use([first])
+    assert importlib.import_module("served_pkg") is not installed, "the shipped code must win"
     leaf = importlib.import_module("served_pkg.sub.leaf")
     assert leaf.where() == "served_pkg.sub.leaf" and leaf.__file__.endswith("leaf.py")
     assert importlib.import_module("served_pkg").VALUE == 1
