@@ -607,9 +607,8 @@ class SchedulerState:
             else:
                 self._finish(task, TaskResult(task.spec.task_id, Status.WORKER_DIED, None,
                                               f"worker {worker.name} died while holding the task", []))
-        # a worker leaving empty-handed (its cluster stops, it scales down) is no warning
-        logger.log(logging.WARNING if worker.queue else logging.INFO, "worker %s removed; %d of its tasks "
-                   "rescheduled or failed", worker.name, len(worker.queue))
+        # no warning: a worker leaving (its cluster stops or scales down) is normal, and a death was warned of
+        logger.info("worker %s removed; %d of its tasks rescheduled or failed", worker.name, len(worker.queue))
 
     def _learn_task_time(self, worker: WorkerInfo, seconds: float) -> None:
         """Per processor, about ``queue_seconds`` of work, and never less than one task queued behind the running one.
