@@ -39,7 +39,8 @@ class LocalCluster:
 
     def __init__(self, n_workers: int | None = None, processors_per_worker: int = 1, tags: tuple[str, ...] = (),
                  address: str | None = None, scheduler_args: tuple[str, ...] = (), worker_args: tuple[str, ...] = (),
-                 timeout: float = 30.0, keys: str | os.PathLike | None = None, log_level: str | None = None) -> None:
+                 timeout: float = 30.0, keys: str | os.PathLike | None = None,
+                 log_level: str | int | None = None) -> None:
         self.processors_per_worker = processors_per_worker
         self.tags = tuple(tags)
         self.timeout = timeout

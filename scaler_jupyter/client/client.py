@@ -176,7 +176,7 @@ class Client(concurrent.futures.Executor):
 
     def __init__(self, address: str | None = None, serializer: Serializer | None = None,
                  store_tasks: bool = True, timeout: float = 30.0, name: str | None = None,
-                 keys: str | os.PathLike | None = None, log_level: str | None = None) -> None:
+                 keys: str | os.PathLike | None = None, log_level: str | int | None = None) -> None:
         self._cluster = None
         if address is None:
             address = task_context.scheduler_address()
