@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 
+from scaler_jupyter import logging_config
 from scaler_jupyter.errors import KeysError
 from scaler_jupyter.scheduler.state import SchedulerConfig
 from scaler_jupyter.worker.agent import AgentConfig
@@ -116,7 +117,8 @@ def _add_keys_option(parser: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="scaler-jupyter", description="A Jupyter-first distributed engine.")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    common.add_argument("--log-level", type=str.upper, choices=logging_config.LEVELS, default=None,
+                        help=f"DEBUG, INFO, WARNING or ERROR (default: ${logging_config.LOG_LEVEL_ENV}, else INFO)")
     commands = root.add_subparsers(dest="command", required=True)
 
     scheduler = commands.add_parser("scheduler", help="run the scheduler", parents=[common])
@@ -189,8 +191,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s {args.command} %(levelname)s %(name)s: %(message)s")
+    try:
+        level = logging_config.level(args.log_level, default="INFO")
+    except ValueError as exc:  # a bad $SCALER_JUPYTER_LOG_LEVEL: --log-level is checked by argparse
+        sys.exit(f"scaler-jupyter {args.command}: {exc}")
+    logging_config.configure(args.command, level)
     from scaler_jupyter.processes import exit_with_parent
 
     exit_with_parent()

@@ -11,7 +11,7 @@ import time
 import weakref
 from collections.abc import Callable
 
-from scaler_jupyter import monitor
+from scaler_jupyter import logging_config, monitor
 from scaler_jupyter.processes import spawn, stop
 from scaler_jupyter.security import ClusterKeys
 
@@ -32,24 +32,28 @@ class LocalCluster:
     by ``scaler-jupyter keys``: the scheduler then admits only peers holding its keys
     (``Client(cluster.address, keys=...)``). ``scheduler_args`` and ``worker_args``
     are extra command-line arguments (see ``scaler-jupyter scheduler --help``), so
-    that every setting has one spelling.
+    that every setting has one spelling. ``log_level`` is the level of its processes' logs
+    on stderr (default: ``$SCALER_JUPYTER_LOG_LEVEL``, else WARNING: see
+    :mod:`scaler_jupyter.logging_config`).
     """
 
     def __init__(self, n_workers: int | None = None, processors_per_worker: int = 1, tags: tuple[str, ...] = (),
                  address: str | None = None, scheduler_args: tuple[str, ...] = (), worker_args: tuple[str, ...] = (),
-                 timeout: float = 30.0, keys: str | os.PathLike | None = None) -> None:
+                 timeout: float = 30.0, keys: str | os.PathLike | None = None,
+                 log_level: str | int | None = None) -> None:
         self.processors_per_worker = processors_per_worker
         self.tags = tuple(tags)
         self.timeout = timeout
         # checked here, so that a missing key file is an error in this process, not a child's log line
         self.keys: str | None = (None if keys is None else
                                  str(ClusterKeys(keys).check_scheduler().check_client().directory))
-        keys_args = ("--keys", self.keys) if self.keys else ()
-        self._worker_args = (*keys_args, *worker_args)
+        common_args = (*(("--keys", self.keys) if self.keys else ()),
+                       "--log-level", logging_config.level(log_level, default="WARNING"))
+        self._worker_args = (*common_args, *worker_args)
         self._workers: list[subprocess.Popen] = []
         ready_r, ready_w = os.pipe()
         self._scheduler = spawn(["-m", "scaler_jupyter", "scheduler", address or "tcp://127.0.0.1:0",
-                                 "--ready-fd", str(ready_w), *keys_args, *scheduler_args], pass_fds=(ready_w,))
+                                 "--ready-fd", str(ready_w), *common_args, *scheduler_args], pass_fds=(ready_w,))
         os.close(ready_w)
         _live.add(self)
         try:

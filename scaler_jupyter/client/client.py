@@ -10,6 +10,7 @@ import socket
 import sys
 import threading
 import time
+import types
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +30,7 @@ from scaler_jupyter.errors import (
     TaskCrashedError,
     WorkerDiedError,
 )
+from scaler_jupyter.import_environment import CallerEnvironment
 from scaler_jupyter.protocol import (
     PROTOCOL_VERSION,
     TASK_ID_BITS,
@@ -165,11 +167,16 @@ class Client(concurrent.futures.Executor):
     may stay silent before every pending future fails with ``ConnectionLostError``.
     ``keys`` is the directory written by ``scaler-jupyter keys``, for a scheduler
     started with ``--keys``; inside a task, the task's own scheduler's keys are used.
+    ``log_level`` is that of the private cluster's processes (see :class:`~scaler_jupyter.LocalCluster`).
+
+    Tasks import what this process can: its ``sys.path``, as it is at each submit,
+    reaches the workers on this host; :meth:`register_by_value` ships a module to
+    workers anywhere (see :mod:`scaler_jupyter.import_environment`).
     """
 
     def __init__(self, address: str | None = None, serializer: Serializer | None = None,
                  store_tasks: bool = True, timeout: float = 30.0, name: str | None = None,
-                 keys: str | os.PathLike | None = None) -> None:
+                 keys: str | os.PathLike | None = None, log_level: str | int | None = None) -> None:
         self._cluster = None
         if address is None:
             address = task_context.scheduler_address()
@@ -179,7 +186,7 @@ class Client(concurrent.futures.Executor):
         if address is None:
             from scaler_jupyter.cluster import LocalCluster
 
-            self._cluster = LocalCluster(n_workers=os.cpu_count() or 1, keys=keys)
+            self._cluster = LocalCluster(n_workers=os.cpu_count() or 1, keys=keys, log_level=log_level)
             address = self._cluster.address
         self.address = address
         self.serializer = serializer
@@ -189,6 +196,7 @@ class Client(concurrent.futures.Executor):
         self._futures_lock = threading.Lock()
         self._sent_objects: set[bytes] = set()
         self._function_ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._environment = CallerEnvironment(lambda obj: self._put(serialization.dumps(obj)))
         self._status_replies: dict[int, concurrent.futures.Future] = {}
         self._shutdown_reply: concurrent.futures.Future | None = None
         self._cluster_stopped = False  # the scheduler said it stops: nothing more can reach it
@@ -374,7 +382,7 @@ class Client(concurrent.futures.Executor):
             task_ids[node.key] = task_id
             specs.append(TaskSpec(task_id, runners[node.runner], payload,
                                   [r for r in refs if not is_result_object_id(r)], self._serializer_id, [],
-                                  node.level, task_context.current_task_id))
+                                  node.level, task_context.current_task_id, self._environment.ids()))
             nodes.append(GraphTask(task_id, _key_text(node.key),
                                    [task_ids[d] for d in node.dependencies if d in task_ids], node.key in outputs))
         run = _GraphRun(self, list(task_ids.values()))
@@ -423,6 +431,16 @@ class Client(concurrent.futures.Executor):
             message = f"send_object: the {type(obj).__name__} object could not be serialized: {exc}"
             raise SerializationError(message) from exc
         return ObjectRef(self._put(payload), payload.nbytes)
+
+    def register_by_value(self, module: types.ModuleType) -> None:
+        """Ship ``module`` (a module or a whole package, as source) to every worker that runs a task of this
+        client from now on, so that tasks import it there, on hosts where it is not installed.
+
+        As ``cloudpickle.register_pickle_by_value``, for every task rather than one pickle. Registering it
+        again after editing its files ships the new code, and workers unload the old.
+        """
+        self._check_open()
+        self._environment.register_by_value(module)
 
     def delete_object(self, ref: ObjectRef) -> None:
         """Free an object stored with :meth:`send_object`."""
@@ -519,7 +537,7 @@ class Client(concurrent.futures.Executor):
         except Exception as exc:
             raise SerializationError(_which_argument_fails(fn, args, kwargs, self.serializer, exc)) from exc
         return TaskSpec(next(self._task_ids), function_id, payload, refs, self._serializer_id, tags, priority,
-                        task_context.current_task_id)
+                        task_context.current_task_id, self._environment.ids())
 
     def _cancel(self, task_id: int) -> None:
         self._cancel_many([task_id])

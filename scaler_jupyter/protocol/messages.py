@@ -23,7 +23,7 @@ import msgpack
 
 from scaler_jupyter.errors import ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: TaskSpec.environment
 TASK_ID_BITS = 40  # a client's task ids are its number << TASK_ID_BITS plus a counter: unique, and its own
 INLINE_LIMIT = 64 * 1024
 
@@ -112,11 +112,15 @@ class TaskSpec:
     tags: list[str]
     priority: int
     parent_id: int | None
+    # objects that set the processor up before the task loads: the caller's import path, modules shipped by
+    # value (see scaler_jupyter/import_environment.py); the same list for every task while they do not change
+    environment: list[bytes] = dataclasses.field(default_factory=list)
 
 
 def needed_objects(spec: TaskSpec) -> list[bytes]:
-    """The stored objects a task cannot run without: its function, serializer and referenced objects."""
-    needed = [spec.function_id, *spec.object_ids]
+    """The stored objects a task cannot run without: its function, serializer, referenced objects and
+    environment."""
+    needed = [spec.function_id, *spec.object_ids, *spec.environment]
     if spec.serializer_id is not None:
         needed.append(spec.serializer_id)
     return needed

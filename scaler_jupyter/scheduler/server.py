@@ -177,9 +177,8 @@ class SchedulerServer:
                 now = time.monotonic()
                 if authenticator is not None and authenticator.socket in events:  # handshakes wait on it
                     authenticator.handle()
-                if self._connections in events:
-                    self._on_connection_events()
-                if router in events:
+                # a peer's last messages (a worker's bye) before the news that its connection closed
+                if router in events or self._connections in events:
                     for _ in range(_DRAIN):
                         item = receive_routed(router)
                         if item is None:
@@ -190,6 +189,8 @@ class SchedulerServer:
                             if gone is not None:
                                 state.on_disconnect(gone)
                         self._apply(identity, frames, now)
+                if self._connections in events:
+                    self._on_connection_events()
                 if now >= next_tick:
                     state.on_tick(now)
                     next_tick = now + tick

@@ -404,7 +404,7 @@ class SchedulerState:
             self._outbox.append((peer, Rejected("this scheduler was started with --protected: it refuses remote "
                                                 "shutdown; stop it on its own host (SIGINT or SIGTERM)")))
             return
-        logger.warning("client %s shut the cluster down (%s)", client.name, msg.reason)
+        logger.info("client %s shut the cluster down (%s)", client.name, msg.reason)  # asked for: no warning
         self.stopping = True
         notice = Shutdown(f"client {client.name} shut the cluster down")
         self._outbox.extend((identity, notice) for identity in [*self.workers, *self.clients])
@@ -610,7 +610,8 @@ class SchedulerState:
             else:
                 self._finish(task, TaskResult(task.spec.task_id, Status.WORKER_DIED, None,
                                               f"worker {worker.name} died while holding the task", []))
-        logger.warning("worker %s removed; %d of its tasks rescheduled or failed", worker.name, len(worker.queue))
+        # no warning: a worker leaving (its cluster stops or scales down) is normal, and a death was warned of
+        logger.info("worker %s removed; %d of its tasks rescheduled or failed", worker.name, len(worker.queue))
 
     def _learn_task_time(self, worker: WorkerInfo, seconds: float) -> None:
         """Per processor, about ``queue_seconds`` of work, and never less than one task queued behind the running one.

@@ -34,6 +34,7 @@ __all__ = ["AgentConfig", "WorkerAgent", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
+_BYE_LINGER_MS = 1000  # how long the bye may take to reach the scheduler on exit
 
 @dataclasses.dataclass(slots=True, eq=False)
 class _Process:
@@ -258,7 +259,8 @@ class WorkerAgent:
             os.close(proc.pidfd)
             proc.channel.close()
         self._handshakes.close()
-        self._scheduler.close()
+        # the bye must reach the scheduler (else it sees a dropped connection, a warning), but not hang an exit
+        self._scheduler.close(linger=_BYE_LINGER_MS)
         self._context.term()
         for fd in (self._wakeup_r, self._wakeup_w):
             os.close(fd)

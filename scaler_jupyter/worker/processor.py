@@ -3,25 +3,38 @@
 It keeps a local queue of the tasks its agent sent, reads every waiting message
 before it starts the next task (so a cancel arrives in time), and sends results
 back in batches while more tasks wait, one by one when it is about to idle. Functions and
-objects are loaded once and cached by id. Run as
+objects are loaded once and cached by id. Before it loads a task it takes on the task's
+import environment (its caller's ``sys.path``, modules shipped by value: see
+:mod:`scaler_jupyter.import_environment`), and only when it differs from the last task's.
+A module the task needs that cannot be imported here fails the task with a
+``ModuleNotFoundError`` that names it and says how to ship it. Run as
 ``python -m scaler_jupyter.worker.processor READ_FD WRITE_FD`` (the agent's pipes).
 """
 
 from __future__ import annotations
 
 import collections
+import importlib
 import io
 import logging
 import os
 import resource
 import signal
+import socket
 import sys
 import threading
 import time
 import traceback
 
-from scaler_jupyter import task_context
+from scaler_jupyter import logging_config, task_context
 from scaler_jupyter.errors import RemoteError
+from scaler_jupyter.import_environment import (
+    BundleFinder,
+    ImportPath,
+    ModuleBundle,
+    host_identity,
+    interpreter_identity,
+)
 from scaler_jupyter.processes import exit_with_parent
 from scaler_jupyter.protocol import (
     Assign,
@@ -107,6 +120,10 @@ class Processor:
         self._last_flush = time.monotonic()
         self._peak = _PeakMemory()
         self._running = True
+        self._own_path = list(sys.path)
+        self._host, self._interpreter = host_identity(), interpreter_identity()
+        self._environment: list[bytes] = []
+        self._bundles = BundleFinder().install()
 
     def send(self, message) -> None:
         with self._send_lock:
@@ -115,6 +132,7 @@ class Processor:
     def run(self) -> None:
         """Run tasks until the agent says stop or goes away."""
         self.send(Heartbeat(0.0, 0, 0, 0))  # ready: imports done
+        logger.debug("processor %d ready, sys.path %s", os.getpid(), sys.path)
         stdout, stderr = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _TaskStream(self, "stdout"), _TaskStream(self, "stderr")
         threading.Thread(target=self._send_late_results, name="late-results", daemon=True).start()
@@ -198,12 +216,17 @@ class Processor:
         started, cpu_started = time.perf_counter(), time.process_time()
         self._peak.reset()
         try:
+            if spec.environment != self._environment:
+                self._take_environment(spec.environment)
             serializer = None if spec.serializer_id is None else self._object(spec.serializer_id)
             function = self._object(spec.function_id, serializer)
             args, kwargs = serialization.loads_resolving_refs(
                 spec.args, lambda object_id: self._object(object_id, serializer), serializer
             )
         except Exception as exc:
+            missing = _missing_module(exc)
+            if missing is not None:
+                return TaskResult(spec.task_id, Status.ERROR, _exception_payload(missing), str(missing), [])
             message = f"the worker could not load the task: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
             return TaskResult(spec.task_id, Status.SERIALIZATION, None, message, [])
         task_context.current_task_id = spec.task_id
@@ -225,6 +248,34 @@ class Processor:
                 return TaskResult(spec.task_id, Status.SERIALIZATION, None, message, profile)
         return TaskResult(spec.task_id, status, _exception_payload(value), str(value), profile)
 
+    def _take_environment(self, environment: list[bytes]) -> None:
+        """Import as the task's caller does: its path (where it applies here) and its modules shipped by value."""
+        objects = [self._object(object_id) for object_id in environment]
+        paths = [o for o in objects if isinstance(o, ImportPath)]
+        path = paths[0].for_processor(self._own_path, self._host, self._interpreter) if paths else self._own_path
+        if path != sys.path:
+            sys.path[:] = path
+            importlib.invalidate_caches()  # its folders may have gained modules since this process last looked
+        self._bundles.use([o for o in objects if isinstance(o, ModuleBundle)])
+        self._environment = environment
+        logger.debug("took on a caller's import environment: sys.path %s", sys.path)
+
+
+def _missing_module(exc: BaseException) -> ModuleNotFoundError | None:
+    """If loading failed for want of a module, the error to raise in the caller: naming it, saying how to ship it."""
+    while exc is not None and not isinstance(exc, ModuleNotFoundError):
+        exc = exc.__cause__ or exc.__context__
+    if exc is None:
+        return None
+    name = exc.name or str(exc)
+    top = name.partition(".")[0]
+    error = ModuleNotFoundError(
+        f"No module named {name!r} on the worker at {socket.gethostname()}: the task's function or arguments "
+        f"need it. Ship it to every worker with client.register_by_value({top}) (after `import {top}`), or "
+        f"install it there; workers on the caller's host also find what is on the caller's sys.path", name=name)
+    error.__traceback__ = exc.__traceback__
+    return error
+
 
 def _exception_payload(exc: BaseException) -> Payload:
     """The exception and its traceback (without this module's frame), as itself if it pickles."""
@@ -237,7 +288,7 @@ def _exception_payload(exc: BaseException) -> Payload:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s processor %(levelname)s %(message)s")
+    logging_config.configure("processor", logging_config.level(None, default="WARNING"))
     exit_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when a processor stops
     Processor(Channel(int(sys.argv[1]), int(sys.argv[2]))).run()

@@ -669,7 +669,7 @@ def test_a_client_gone_mid_graph_leaves_the_scheduler_clean(cluster, tmp_path):
             status = observer.status()
             (graph,) = [g for g in status["graphs"] if g["name"] == "doomed-graph"]
             assert graph["state"] == "running" and graph["counts"]["done"] == 6
-            assert status["scheduler"]["objects"] == baseline + 1 + 6, "its runner and six intermediate results"
+            assert status["scheduler"]["objects"] == baseline + 2 + 6, "runner, import path, 6 results"
         finally:
             doomed.kill()
             doomed.wait(WAIT)
