@@ -234,15 +234,8 @@ def established_peers(namespace: str) -> dict[str, int]:
 
 def count_deliveries(client: Client) -> collections.Counter:
     """Every task result the client receives, by task id (``map`` would hide a duplicate)."""
-    assert hasattr(client, "_on_result"), "Client._on_result moved: update count_deliveries"
     counts: collections.Counter = collections.Counter()
-    deliver = client._on_result
-
-    def counting(result) -> None:
-        counts[result.task_id] += 1
-        deliver(result)
-
-    client._on_result = counting
+    client.add_result_listener(lambda task_id, state: counts.update((task_id,)))
     return counts
 
 
