@@ -78,6 +78,15 @@ def test_a_task_owns_its_inputs_even_those_other_tasks_share(n):
         assert client.get(dsk, [("fill", i) for i in range(4)], timeout=RESULT_TIMEOUT) == (n,) * 4
 
 
+def test_a_graph_future_has_its_profile_as_a_submitted_one_does(client):
+    submitted = client.submit(inc, 1)
+    [graph] = client.get({"a": (inc, 1)}, ["a"], block=False)
+    for future in (submitted, graph):
+        assert future.result(RESULT_TIMEOUT) == 2
+        assert set(future.profile) == {"wall_time", "cpu_time", "peak_memory"}, future.profile
+        assert future.profile["peak_memory"] > 0
+
+
 # -- Dask's shapes and many keys ----------------------------------------------------------------------
 
 
