@@ -186,6 +186,7 @@ class Client(concurrent.futures.Executor):
 
         def submit(count: int | None) -> None:
             """Submit the next ``count`` calls (every one left if None), in batches."""
+            self._check_open()  # a window refilled after shutdown, or once the scheduler is lost, raises
             specs: list[TaskSpec] = []
             try:
                 for args in itertools.islice(calls, count):
