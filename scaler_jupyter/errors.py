@@ -60,3 +60,7 @@ class GraphError(ScalerJupyterError, ValueError):
 
 class DeletedObjectError(ScalerJupyterError, ValueError):
     """A task was given a reference to an object its client deleted with ``delete_object``; nothing was sent."""
+
+
+class NoWorkerWarning(UserWarning):
+    """Tasks wait for tags no connected worker offers, or for any worker when none is connected."""

@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -26,6 +27,7 @@ from scaler_jupyter.errors import (
     AuthenticationError,
     ConnectionLostError,
     DeletedObjectError,
+    NoWorkerWarning,
     ProtocolError,
     SerializationError,
     ShutdownRefusedError,
@@ -48,6 +50,7 @@ from scaler_jupyter.protocol import (
     StatusRequest,
     Submit,
     TaskSpec,
+    TaskWarning,
     serialization,
 )
 from scaler_jupyter.protocol.serialization import ObjectRef, Serializer
@@ -348,7 +351,10 @@ class Client(concurrent.futures.Executor):
         self._close_connection()
 
     def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
-        """Block until at least ``n`` workers are connected."""
+        """Block until at least ``n`` workers are connected, as ``LocalCluster.wait_for_workers``.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds (default: the client's ``timeout``).
+        """
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while len(self.status()["workers"]) < n:
             if time.monotonic() > deadline:
@@ -461,6 +467,8 @@ class Client(concurrent.futures.Executor):
             reply = self._status_replies.get(message.request_id)
             if reply is not None and not reply.done():
                 reply.set_result(message.snapshot)
+        elif isinstance(message, TaskWarning):  # the scheduler says: these tasks may wait for ever
+            warnings.warn(message.message, NoWorkerWarning, stacklevel=1)
         elif isinstance(message, ClientWelcome):
             if not self._welcome.done():
                 self._welcome.set_result(message)
