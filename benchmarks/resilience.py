@@ -76,15 +76,12 @@ class Deliveries:
         self.counts: collections.Counter = collections.Counter()
         self.last = 0.0
         self._lock = threading.Lock()
-        deliver = client._on_result
+        client.add_result_listener(self._count)
 
-        def counting(result) -> None:
-            with self._lock:
-                self.counts[result.task_id] += 1
-                self.last = time.perf_counter()
-            deliver(result)
-
-        client._on_result = counting
+    def _count(self, task_id: int, state) -> None:
+        with self._lock:
+            self.counts[task_id] += 1
+            self.last = time.perf_counter()
 
     def distinct(self) -> int:
         with self._lock:

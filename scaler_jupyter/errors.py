@@ -12,7 +12,8 @@ class WorkerDiedError(ScalerJupyterError):
 
 
 class TaskCrashedError(ScalerJupyterError):
-    """A task killed the processor running it (segfault, ``os._exit``, out of memory) too many times."""
+    """A task killed the processor running it (segfault, ``os._exit``, out of memory) on each of its runs;
+    the scheduler's ``--max-retries`` sets how many runs it gets."""
 
 
 class NoWorkerError(ScalerJupyterError):
@@ -24,11 +25,12 @@ class SerializationError(ScalerJupyterError, TypeError):
 
 
 class ProtocolError(ScalerJupyterError):
-    """A peer sent a message this version cannot understand."""
+    """A peer sent a message this version cannot understand, or speaks another protocol version."""
 
 
 class ConnectionLostError(ScalerJupyterError):
-    """The client lost its scheduler; pending futures fail with this error."""
+    """The client lost its scheduler; pending futures and later calls fail with this error, which says why.
+    ``Client.reconnect()`` joins the scheduler again."""
 
 
 class KeysError(ScalerJupyterError, OSError):
@@ -54,6 +56,10 @@ class RemoteError(ScalerJupyterError):
 
 class GraphError(ScalerJupyterError, ValueError):
     """A task graph cannot run: it has a cycle, or asks for a key it does not define. Nothing of it ran."""
+
+
+class DeletedObjectError(ScalerJupyterError, ValueError):
+    """A task was given a reference to an object its client deleted with ``delete_object``; nothing was sent."""
 
 
 class NoWorkerWarning(UserWarning):

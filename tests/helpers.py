@@ -15,7 +15,6 @@ import psutil
 import zmq
 
 from scaler_jupyter import Client
-from scaler_jupyter.protocol import TaskResult
 from scaler_jupyter.protocol.feed import TOPIC
 from scaler_jupyter.security import ClusterKeys, HandshakeWatch
 
@@ -170,15 +169,8 @@ def count_deliveries(client: Client) -> collections.Counter:
     ``map`` keeps one slot per call and silently ignores a second result for a task,
     so a duplicate delivery would be invisible in the results; this counts beneath it.
     """
-    assert hasattr(client, "_on_result"), "Client._on_result moved: update count_deliveries"
     counts: collections.Counter = collections.Counter()
-    deliver = client._on_result
-
-    def counting(result: TaskResult) -> None:
-        counts[result.task_id] += 1
-        deliver(result)
-
-    client._on_result = counting
+    client.add_result_listener(lambda task_id, state: counts.update((task_id,)))
     return counts
 
 

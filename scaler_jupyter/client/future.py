@@ -5,9 +5,11 @@ from __future__ import annotations
 import concurrent.futures
 from collections.abc import Callable
 
+from scaler_jupyter.client.outcome import Outcome, TaskState
+
 
 class Future(concurrent.futures.Future):
-    """A future for one remote task.
+    """A future for one remote task; a :class:`~scaler_jupyter.client.outcome.TaskSink` of its task.
 
     It stays pending until the task ends (the client does not learn when a worker
     starts it), so ``cancel()`` works on a running task too: the worker stops it.
@@ -29,6 +31,26 @@ class Future(concurrent.futures.Future):
         self.set_running_or_notify_cancel()
         self._on_cancel(self.task_id)
         return True
+
+    def deliver(self, outcome: Outcome) -> None:
+        """Complete with ``outcome``; a future the user cancelled meanwhile stays cancelled."""
+        self.profile = outcome.profile
+        try:
+            if outcome.state is TaskState.DONE:
+                self.set_result(outcome.value)
+            elif outcome.state is TaskState.CANCELLED:
+                if super().cancel():
+                    self.set_running_or_notify_cancel()
+            else:
+                self.set_exception(outcome.error)
+        except concurrent.futures.InvalidStateError:  # cancelled meanwhile by the user
+            pass
+
+    def lose(self, task_id: int, error: BaseException) -> None:
+        try:
+            self.set_exception(error)
+        except concurrent.futures.InvalidStateError:
+            pass
 
     def __repr__(self) -> str:
         return f"<Future task {self.task_id} {self._state.lower()}>"

@@ -60,9 +60,10 @@ def plan(dsk: Any, keys: Any) -> Plan:
 
 
 def repack(shape: Any, values: Mapping) -> Any:
-    """``shape`` (a key, or nested lists of keys) with each key replaced by its value."""
+    """``shape`` (a key, or nested lists of keys) with each key replaced by its value, and each list by a
+    tuple: what Dask's own ``get`` returns (``compute_as_if_collection`` relies on it)."""
     if isinstance(shape, list):
-        return [repack(item, values) for item in shape]
+        return tuple([repack(item, values) for item in shape])
     return values[shape]
 
 

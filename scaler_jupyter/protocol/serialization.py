@@ -41,17 +41,24 @@ def dumps(obj: Any, serializer: Serializer | None = None) -> Payload:
     return Payload([stream])
 
 
-def loads(payload: Payload, serializer: Serializer | None = None, writable: bool = False) -> Any:
+def loads(payload: Payload, serializer: Serializer | None = None, writable: bool = False,
+          copy: bool = False) -> Any:
     """Rebuild the object in ``payload``.
 
-    ``writable`` copies out-of-band buffers first, so that arrays a task receives
-    can be modified in place as with any local call.
+    ``writable`` gives arrays the caller can modify in place, as with any local call:
+    the payload is the caller's own, so a writable buffer (a received ZeroMQ frame, a
+    slice of a pipe read) becomes the array without a copy, and a read-only one (a
+    small part inline in a message header) is copied. ``copy`` copies every buffer,
+    for a payload that is kept and loaded again (a worker's cached object): what one
+    load's arrays are given stays private to it.
     """
     stream, *buffers = payload.parts
     if serializer is not None:
         return serializer.loads(bytes(stream))
-    if writable:  # a buffer read from a pipe is already ours; one from ZeroMQ is shared
-        buffers = [b if isinstance(b, memoryview) and not b.readonly else bytearray(b) for b in buffers]
+    if copy:
+        buffers = [bytearray(b) for b in buffers]
+    elif writable:
+        buffers = [b if not memoryview(b).readonly else bytearray(b) for b in buffers]
     return pickle.loads(stream, buffers=buffers)
 
 

@@ -9,6 +9,7 @@ result has no owner: it lives exactly as long as the tasks that wait for it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 from scaler_jupyter.protocol import Payload
 
@@ -33,6 +34,10 @@ class ObjectStore:
 
     def __contains__(self, object_id: bytes) -> bool:
         return object_id in self._objects
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The ids of the stored objects."""
+        return iter(self._objects)
 
     def put(self, object_id: bytes, payload: Payload, owner: bytes) -> None:
         stored = self._objects.get(object_id)

@@ -563,6 +563,9 @@ class SchedulerState:
                                    result.task_id, task.crashes, self.config.max_retries)
                     self._requeue(task)
                     continue
+                runs = "its only run" if task.crashes == 1 else f"each of its {task.crashes} runs"
+                result.message = (f"{result.message}, on {runs}: the scheduler's --max-retries "
+                                  f"({self.config.max_retries}) sets how many runs a crashing task gets")
             worker.done += 1
             self._finish(task, result)
         if walls:

@@ -212,6 +212,15 @@ class Processor:
         self._loaded[object_id] = value
         return value
 
+    def _argument(self, object_id: bytes, serializer=None):
+        """An object a task's arguments refer to, the task's own to change. One with out-of-band buffers
+        (arrays) is loaded for each task from copies of them, as other tasks here may use it too; the
+        others are loaded once and shared, as Dask's workers share a dependency's value."""
+        payload = self._payloads[object_id]
+        if serializer is None and len(payload.parts) > 1:
+            return serialization.loads(payload, copy=True)
+        return self._object(object_id, serializer)
+
     def _run(self, spec: TaskSpec) -> TaskResult:
         started, cpu_started = time.perf_counter(), time.process_time()
         self._peak.reset()
@@ -221,7 +230,7 @@ class Processor:
             serializer = None if spec.serializer_id is None else self._object(spec.serializer_id)
             function = self._object(spec.function_id, serializer)
             args, kwargs = serialization.loads_resolving_refs(
-                spec.args, lambda object_id: self._object(object_id, serializer), serializer
+                spec.args, lambda object_id: self._argument(object_id, serializer), serializer
             )
         except Exception as exc:
             missing = _missing_module(exc)

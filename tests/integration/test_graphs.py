@@ -14,6 +14,7 @@ test that compares counts runs a small graph first and takes its baseline after.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import operator
 import os
 import signal
@@ -28,8 +29,9 @@ import pytest
 import zmq
 
 from scaler_jupyter import Client, LocalCluster
+from scaler_jupyter.client import graph_message
+from scaler_jupyter.client.graph import plan
 from scaler_jupyter.errors import GraphError, TaskCrashedError
-from scaler_jupyter.protocol import SubmitGraph
 from scaler_jupyter.protocol.feed import decode_snapshot
 from tests.helpers import (
     alive,
@@ -231,7 +233,7 @@ def test_fan_out_and_fan_in(client):
     dsk.update({("square", i): (mul, (operator.getitem, "root", i), (operator.getitem, "root", i)) for i in range(50)})
     dsk["total"] = (sum, [("square", i) for i in range(50)])
     squares, total = client.get(dsk, [[("square", 7), ("square", 49)], "total"], timeout=RESULT_TIMEOUT)
-    assert squares == [49, 49 * 49]
+    assert squares == (49, 49 * 49)
     assert total == sum(i * i for i in range(50))
 
 
@@ -243,13 +245,13 @@ def test_a_diamond_runs_its_top_once_and_joins_both_sides(client, tmp_path):
         "right": (mul, (len, "top"), 100),
         "bottom": (add, "left", "right"),
     }
-    assert client.get(dsk, ["bottom", "top"], timeout=RESULT_TIMEOUT) == [717, "ran top"]
+    assert client.get(dsk, ["bottom", "top"], timeout=RESULT_TIMEOUT) == (717, "ran top")
     assert read_lines(log) == ["ran top"]
 
 
 def test_nested_tasks_run_inside_out(client):
     dsk = {"x": 1, "y": (inc, "x"), "z": (add, (inc, "x"), 1), "deep": (add, (inc, (inc, "y")), (mul, "z", (inc, 9)))}
-    assert client.get(dsk, ["z", "deep"], timeout=RESULT_TIMEOUT) == [3, 34]
+    assert client.get(dsk, ["z", "deep"], timeout=RESULT_TIMEOUT) == (3, 34)
 
 
 def test_lists_and_dicts_of_keys_in_arguments(client):
@@ -258,8 +260,8 @@ def test_lists_and_dicts_of_keys_in_arguments(client):
     dsk["nested"] = (nested_total, [[("n", 0), ("n", 1)], [("n", 2)], [], [("n", 3), ("n", 4), ("n", 5)]])
     dsk["named"] = (weigh, {"tens": ("n", 3), "units": ("n", 1)})
     dsk["mixed"] = (list, [("n", 0), "literal text", 7, (inc, ("n", 5))])
-    assert client.get(dsk, ["flat", "nested", "named", "mixed"], timeout=RESULT_TIMEOUT) == [
-        21, 21, 42, [1, "literal text", 7, 7]]
+    assert client.get(dsk, ["flat", "nested", "named", "mixed"], timeout=RESULT_TIMEOUT) == (
+        21, 21, 42, [1, "literal text", 7, 7])
 
 
 def test_aliases_of_tasks_and_of_literals(client):
@@ -273,17 +275,17 @@ def test_aliases_of_tasks_and_of_literals(client):
         "lit": 7,
         "alias-of-lit": "lit",
     }
-    assert client.get(dsk, ["a3", "uses-alias", "alias-of-lit", "y"], timeout=RESULT_TIMEOUT) == [42, 43, 7, 42]
+    assert client.get(dsk, ["a3", "uses-alias", "alias-of-lit", "y"], timeout=RESULT_TIMEOUT) == (42, 43, 7, 42)
 
 
 def test_literals_are_not_tasks_and_can_be_asked_for(client):
     dsk = {"a": 5, "pair": (1, 2), "b": (inc, "a"), "unused": (explode, "never")}
-    assert client.get(dsk, ["a", "b", "pair"], timeout=RESULT_TIMEOUT, name="literals") == [5, 6, (1, 2)]
+    assert client.get(dsk, ["a", "b", "pair"], timeout=RESULT_TIMEOUT, name="literals") == (5, 6, (1, 2))
     graph = graph_named(client, "literals")
     assert graph["total"] == 1 and graph["tasks"] == {"b": "done"}, graph  # "a" is a value; "unused" was culled
     before = submitted(client)
     assert client.get({"only": [1, 2, 3]}, "only") == [1, 2, 3]  # nothing to run: nothing sent
-    assert client.get({"a": 5}, ["a", ["a"]]) == [5, [5]]
+    assert client.get({"a": 5}, ["a", ["a"]]) == (5, (5,))
     assert submitted(client) == before
 
 
@@ -295,26 +297,15 @@ def test_a_large_numpy_literal_used_by_many_tasks_travels_once(client):
     dsk["total"] = (sum, [("part", i) for i in range(n)])
     dsk["head"] = (operator.getitem, "array", slice(0, 3))
 
-    sent: list[SubmitGraph] = []
-    assert hasattr(client, "_connection"), "Client._connection moved: update this test"
-    send = client._connection.send
-
-    def watched_send(message):
-        if isinstance(message, SubmitGraph):
-            sent.append(message)
-        send(message)
-
-    client._connection.send = watched_send
-    try:
-        total, head, parts = client.get(dsk, ["total", "head", [("part", 0), ("part", n - 1)]], timeout=RESULT_TIMEOUT)
-    finally:
-        client._connection.send = send
+    keys = ["total", "head", [("part", 0), ("part", n - 1)]]
+    total, head, parts = client.get(dsk, keys, timeout=RESULT_TIMEOUT)
     assert total == float(array.sum())
     np.testing.assert_array_equal(head, array[:3])
     size = len(array) // n
-    assert parts == [float(array[:size].sum()), float(array[-size:].sum())]
+    assert parts == (float(array[:size].sum()), float(array[-size:].sum()))
 
-    (graph,) = sent
+    # what the client sends for this graph: the message it builds (and sends as built), here without a cluster
+    graph = graph_message.build(plan(dsk, keys), 1, None, itertools.count().__next__, lambda fn: bytes(16)).message
     objects = sum(obj.payload.nbytes for obj in graph.objects)
     arguments = sum(task.args.nbytes for task in graph.tasks)
     assert array.nbytes <= objects < array.nbytes + 100_000, f"{objects} bytes of objects for {array.nbytes} of array"
@@ -326,24 +317,24 @@ def test_a_list_of_tasks_as_a_value_is_evaluated_as_dask_does(client):
     dask = pytest.importorskip("dask")
     dsk = {"listed": [(inc, 1), (inc, 2)], "paired": ((inc, 10), 5), "summed": (sum, "listed")}
     keys = ["listed", "paired", "summed"]
-    assert list(dask.get(dsk, keys)) == [[2, 3], (11, 5), 5]  # Dask returns a tuple for a list of keys
-    assert client.get(dsk, keys, timeout=RESULT_TIMEOUT) == [[2, 3], (11, 5), 5]
+    assert dask.get(dsk, keys) == ([2, 3], (11, 5), 5)  # Dask returns a tuple for a list of keys
+    assert client.get(dsk, keys, timeout=RESULT_TIMEOUT) == ([2, 3], (11, 5), 5)
 
 
 def test_tuple_keys_and_the_shape_of_keys(client):
     dsk = {("x", 0, 0): 1, ("x", 0, 1): (inc, ("x", 0, 0)), ("x", 1, 0): (add, ("x", 0, 0), ("x", 0, 1)), "s": "str"}
     assert client.get(dsk, ("x", 1, 0), timeout=RESULT_TIMEOUT) == 3  # a single tuple key: one value, not a list
-    assert client.get(dsk, [("x", 1, 0)], timeout=RESULT_TIMEOUT) == [3]
+    assert client.get(dsk, [("x", 1, 0)], timeout=RESULT_TIMEOUT) == (3,)
     shaped = client.get(dsk, [[("x", 0, 0), [("x", 0, 1)]], [], [["s"]], ("x", 1, 0)], timeout=RESULT_TIMEOUT)
-    assert shaped == [[1, [2]], [], [["str"]], 3]
-    assert client.get(dsk, [], timeout=RESULT_TIMEOUT) == []
+    assert shaped == ((1, (2,)), (), (("str",),), 3)  # as dask.get returns it
+    assert client.get(dsk, [], timeout=RESULT_TIMEOUT) == ()
 
 
 def test_a_key_asked_for_several_times_runs_once(client, tmp_path):
     log = str(tmp_path / "runs")
     dsk = {"once": (record, log, "ran once"), "after": (inc, (len, "once"))}
     result = client.get(dsk, ["once", "after", ["once", ["after", "once"]]], timeout=RESULT_TIMEOUT, name="repeats")
-    assert result == ["ran once", 9, ["ran once", [9, "ran once"]]]
+    assert result == ("ran once", 9, ("ran once", (9, "ran once")))
     assert read_lines(log) == ["ran once"]
     assert graph_named(client, "repeats")["total"] == 2
 
@@ -386,7 +377,7 @@ def test_a_failing_task_cancels_the_rest_and_raises_its_own_exception(client, tm
     assert graph["tasks"] == {"first": "done", "bad": "failed", "after-bad": "cancelled", "slow": "cancelled",
                               "sibling": "cancelled", "end": "cancelled"}, graph["tasks"]
     touch(go)  # had "slow" survived the failure, "sibling" could now run
-    assert client.get({"a": (inc, 1), "b": (inc, 2)}, ["a", "b"], timeout=RESULT_TIMEOUT) == [2, 3]
+    assert client.get({"a": (inc, 1), "b": (inc, 2)}, ["a", "b"], timeout=RESULT_TIMEOUT) == (2, 3)
     wait_until(lambda: client.status()["tasks"]["held"] == 0, WAIT, "the cluster to be idle")
     assert read_lines(log) == [], "a task ran after its graph failed"
 
@@ -595,7 +586,7 @@ def test_tasks_that_run_graphs_of_their_own(client, tmp_path):
     """Both processors hold a task that waits for its own graph: the workers must still run the inner graphs."""
     dsk = {("outer", i): (nested_get, str(tmp_path), i, 2) for i in range(2)}
     dsk["total"] = (add, ("outer", 0), ("outer", 1))
-    assert client.get(dsk, ["total", ("outer", 1)], timeout=RESULT_TIMEOUT) == [(0 + 5) * 2 + (1 + 5) * 2, 12]
+    assert client.get(dsk, ["total", ("outer", 1)], timeout=RESULT_TIMEOUT) == ((0 + 5) * 2 + (1 + 5) * 2, 12)
 
 
 def test_a_worker_killed_mid_graph_still_gives_the_right_answer(tmp_path):

@@ -65,10 +65,11 @@ def test_unhashable_keys_are_refused():
         plan({"a": 1}, [{"a"}])
 
 
-def test_repack_keeps_the_shape_of_keys():
+def test_repack_keeps_the_shape_of_keys_as_dask_get_returns_it():
     values = {"a": 1, ("x", 0): 2}
-    assert repack([["a"], [("x", 0), "a"]], values) == [[1], [2, 1]]
+    assert repack([["a"], [("x", 0), "a"]], values) == ((1,), (2, 1))
     assert repack(("x", 0), values) == 2
+    assert repack([], values) == ()
 
 
 def test_run_tuple_task_evaluates_like_dask():

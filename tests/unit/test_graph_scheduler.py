@@ -95,7 +95,7 @@ def test_a_result_is_freed_when_its_last_dependent_ends():
     assert assigned(out) == {W1: [3]}
     out = s.report(W1, ok(3))
     assert [r.task_id for r in results_to(out, CLIENT)] == [3]
-    assert not any(is_result_object_id(o) for o in s.state.objects._objects)
+    assert not any(is_result_object_id(o) for o in s.state.objects)
     assert not s.state.tasks and not s.state.graphs
     [entry] = s.snapshot()["graphs"]
     assert entry["state"] == "done" and entry["counts"]["done"] == 4

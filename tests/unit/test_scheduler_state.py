@@ -413,6 +413,8 @@ def test_crashed_task_is_retried_max_retries_times_then_fails():
         assert assigned(out)[holder] == [1]
     out = sched.report(holder, crashed(1))
     assert results(out)[1].status == Status.CRASHED
+    message = results(out)[1].message  # what the client's TaskCrashedError says
+    assert "each of its 3 runs" in message and "--max-retries (3)" in message, message
     assert sched.state.tasks == {}
 
 
