@@ -105,6 +105,6 @@ def _literal(key: Hashable, value: Any, objects: list[ObjectSpec], serializer: S
                                  f"{type(exc).__name__}: {exc}") from exc
     if payload.nbytes < INLINE_LITERAL_BYTES:
         return value
-    object_id = serialization.content_id(payload)
+    object_id = serialization.content_id(*payload.parts)
     objects.append(ObjectSpec(object_id, payload))
     return ObjectRef(object_id, payload.nbytes)
