@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
+import logging
 import os
 import select
 import subprocess
 import time
 import weakref
 
+from scaler_jupyter import clusters
 from scaler_jupyter.processes import spawn, stop
 from scaler_jupyter.security import ClusterKeys
+
+logger = logging.getLogger(__name__)
 
 _live: weakref.WeakSet = weakref.WeakSet()
 
@@ -30,11 +35,20 @@ class LocalCluster:
     (``Client(cluster.address, keys=...)``). ``scheduler_args`` and ``worker_args``
     are extra command-line arguments (see ``scaler-jupyter scheduler --help``), so
     that every setting has one spelling.
+
+    It records itself in a cluster file (see :mod:`scaler_jupyter.clusters`) under
+    ``id`` (default: a fresh one), so ``scaler-jupyter list`` and other kernels see
+    it. ``control_address`` is for a detached cluster's supervisor: where it takes
+    requests from other processes.
     """
 
     def __init__(self, n_workers: int | None = None, processors_per_worker: int = 1, tags: tuple[str, ...] = (),
                  address: str | None = None, scheduler_args: tuple[str, ...] = (), worker_args: tuple[str, ...] = (),
-                 timeout: float = 30.0, keys: str | os.PathLike | None = None) -> None:
+                 timeout: float = 30.0, keys: str | os.PathLike | None = None, cluster_id: str | None = None,
+                 control_address: str | None = None) -> None:
+        self.id: str = cluster_id or clusters.new_id()
+        self.control_address = control_address
+        self.started = time.time()
         self.processors_per_worker = processors_per_worker
         self.tags = tuple(tags)
         self.timeout = timeout
@@ -50,7 +64,7 @@ class LocalCluster:
         os.close(ready_w)
         _live.add(self)
         try:
-            info = _read_ready(ready_r, self._scheduler, timeout)
+            info = read_ready(ready_r, self._scheduler, timeout, "the scheduler")
         except BaseException:
             self.close()
             raise
@@ -71,8 +85,27 @@ class LocalCluster:
     def n_workers(self) -> int:
         return len(self._workers)
 
+    def running(self) -> bool:
+        """True while the scheduler process runs."""
+        return self._scheduler.poll() is None
+
+    def record(self) -> dict:
+        """What its cluster file says (the keys are listed in :mod:`scaler_jupyter.clusters`)."""
+        return {"id": self.id, "address": self.address, "monitor_address": self.monitor_address,
+                "dashboard_address": None, "pids": self.pids, "owner_pid": os.getpid(),
+                "n_workers": self.n_workers, "tags": list(self.tags), "started": self.started, "keys": self.keys,
+                "control_address": self.control_address, "detached": self.control_address is not None}
+
+    def _write_record(self) -> None:
+        try:
+            clusters.write(self.record())
+        except OSError as exc:  # the cluster works without its file; only other processes miss it
+            logger.warning("could not write the cluster file of %s: %s", self.id, exc)
+
     def scale(self, n: int, wait: bool = True) -> None:
         """Run ``n`` workers: start new ones, or stop the newest (their queued tasks go to the others)."""
+        if n < 0:
+            raise ValueError(f"a cluster runs 0 or more workers, not {n}")
         while len(self._workers) > n:
             stop(self._workers.pop())
         while len(self._workers) < n:
@@ -81,6 +114,7 @@ class LocalCluster:
             if self.tags:
                 args += ["--tags", ",".join(self.tags)]
             self._workers.append(spawn([*args, *self._worker_args]))
+        self._write_record()
         if wait:
             self.wait_for_workers(n)
 
@@ -104,6 +138,8 @@ class LocalCluster:
         while self._workers:
             stop(self._workers.pop())
         stop(self._scheduler)
+        with contextlib.suppress(OSError):
+            clusters.remove(self.id)
 
     def __enter__(self) -> LocalCluster:
         return self
@@ -115,20 +151,20 @@ class LocalCluster:
         return f"<LocalCluster {getattr(self, 'address', '?')} workers={len(self._workers)}>"
 
 
-def _read_ready(fd: int, process: subprocess.Popen, timeout: float) -> dict:
-    """Wait for the scheduler to write its address on ``fd``."""
+def read_ready(fd: int, process: subprocess.Popen, timeout: float, what: str) -> dict:
+    """Wait for a child (``what``, for messages) to write one JSON line on ``fd``: what it says once it is ready."""
     deadline = time.monotonic() + timeout
     data = b""
     try:
         while not data.endswith(b"\n"):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"the scheduler did not start within {timeout:.0f}s")
+                raise TimeoutError(f"{what} did not start within {timeout:.0f}s")
             readable, _, _ = select.select([fd], [], [], remaining)
             if readable:
                 chunk = os.read(fd, 4096)
                 if not chunk:
-                    raise RuntimeError(f"the scheduler exited at start (code {process.wait()}); see its log above")
+                    raise RuntimeError(f"{what} exited at start (code {process.wait()}); see its log")
                 data += chunk
     finally:
         os.close(fd)

@@ -54,3 +54,8 @@ class RemoteError(ScalerJupyterError):
 
 class GraphError(ScalerJupyterError, ValueError):
     """A task graph cannot run: it has a cycle, or asks for a key it does not define. Nothing of it ran."""
+
+
+class ClusterError(ScalerJupyterError):
+    """No live cluster has the given id, or a recorded cluster cannot do what was asked (e.g. scale one that
+    another process owns)."""
