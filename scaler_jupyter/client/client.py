@@ -170,6 +170,8 @@ class Client(concurrent.futures.Executor):
         self._cluster = None
         if address is None:
             address = task_context.scheduler_address()
+        if address is None and (notebook := sys.modules.get("scaler_jupyter.jupyter.session")):
+            address, keys = notebook.default_cluster() or (None, keys)  # after `%scaler start`: its cluster
         if keys is None and address is not None and address == task_context.scheduler_address():
             keys = task_context.keys_directory()
         cluster_keys = load_keys(keys)  # a missing key file is reported here, before anything starts
@@ -265,7 +267,12 @@ class Client(concurrent.futures.Executor):
             raise
         if specs:
             self._connection.send(Submit([], specs))
-        return results.iterate(deadline, flatten=chunksize > 1)
+        iterator = results.iterate(deadline, flatten=chunksize > 1)
+        if "ipykernel" in sys.modules:  # in a notebook, a bar once the map runs long
+            from scaler_jupyter.jupyter.progress import map_progress
+
+            iterator = map_progress(iterator, None if chunksize > 1 else len(results._task_ids))
+        return iterator
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the client (and its private cluster) once pending tasks are done, as ``Executor.shutdown``.
