@@ -41,7 +41,8 @@ SYSTEMS = {
              "client = Client(cluster)\ncluster.wait_for_workers(2)\ncluster",
              "client.close(); cluster.close()"),
     "ipyparallel": ("import ipyparallel as ipp",
-                    "rc = ipp.Cluster(n=2).start_and_connect_sync()\nrc.wait_for_engines(2)\nprint(len(rc.ids), 'engines')",
+                    "rc = ipp.Cluster(n=2).start_and_connect_sync()\nrc.wait_for_engines(2)\n"
+                    "print(len(rc.ids), 'engines')",
                     "rc.cluster.stop_cluster_sync(); rc.close()"),
 }
 SHOWS_TWO = {"ours": "2 workers", "dask": "workers=2", "ipyparallel": "2 engines"}  # ipyparallel has no widget
