@@ -99,7 +99,8 @@ def start(n_workers: int, tags: tuple[str, ...] = (), keep: bool = False, keys: 
         _session = Session(Client(record["address"], timeout=timeout, keys=keys), Kind.KEPT,
                            cluster_id=record["id"], keys=keys)
         return _session
-    cluster = LocalCluster(n_workers, tags=tags, keys=keys, timeout=timeout)
+    quiet = ("--log-level", "WARNING")  # the processes' INFO lines would land in whatever cell runs
+    cluster = LocalCluster(n_workers, tags=tags, keys=keys, timeout=timeout, scheduler_args=quiet, worker_args=quiet)
     try:
         client = Client(cluster.address, timeout=timeout, keys=keys)
     except BaseException:

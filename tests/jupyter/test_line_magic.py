@@ -110,6 +110,20 @@ def test_start_scale_status_stop(kernel):
     assert evaluate(kernel, f"{widget}.stop_button.disabled") == "True"
 
 
+def test_widget_controls_scale_and_stop(kernel):
+    """The widget's buttons do what the magic does: scale from 2 to 1 worker, then stop the cluster."""
+    widget = widget_expression(kernel.run("%scaler start -n 2", timeout=90))
+    [record] = records(kernel)
+    kernel.run(f"w = {widget}\nw.count.value = 1\nw.scale_button.click()", timeout=60)
+    wait_until(lambda: evaluate(kernel, "w.n_workers") == "1", 10, "the widget to show 1 worker")
+    assert records(kernel)[0]["n_workers"] == 1
+    kernel.run("w.stop_button.click()", timeout=30)
+    assert evaluate(kernel, "w.scale_button.disabled, w.stop_button.disabled, 'stopped' in w.view.value") == \
+        "True True True"
+    assert records(kernel) == [] and not any(alive(pid) for pid in record["pids"])
+    assert "no cluster" in usage_error(kernel.run("%scaler status", allow_error=True))
+
+
 def test_connect_by_id_and_address(kernel, runtime_dir, monkeypatch):
     """A cluster started elsewhere: connect by id or address; stop only disconnects."""
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime_dir))
