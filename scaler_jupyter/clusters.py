@@ -80,10 +80,10 @@ def write(record: dict) -> None:
         raise
 
 
-def remove(cluster_id: str) -> None:
-    """Delete a cluster's file (and its supervisor's log); nothing if there is none."""
+def remove(cluster_id: str, log: bool = True) -> None:
+    """Delete a cluster's file (and, with ``log``, its supervisor's log); nothing if there is none."""
     folder = clusters_dir()
-    for name in (f"{cluster_id}.json", f"{cluster_id}.log"):
+    for name in (f"{cluster_id}.json", f"{cluster_id}.log")[:2 if log else 1]:
         with contextlib.suppress(FileNotFoundError):
             (folder / name).unlink()
 
@@ -282,4 +282,4 @@ def supervise(cluster_id: str, n_workers: int, tags: tuple[str, ...], ready_fd: 
             cluster.close()
         control.close()
         context.term()
-        remove(cluster_id)
+        remove(cluster_id, log=cluster is not None)  # a cluster that failed to start: its log says why

@@ -111,3 +111,10 @@ def test_stop_a_cluster_owned_by_this_process():
         assert clusters.list_clusters() == []
     finally:
         cluster.close()
+
+
+def test_a_detached_cluster_that_cannot_start_says_why(tmp_path):
+    failed = cli("start", "-n", "1", "--keys", str(tmp_path / "missing"))
+    assert failed.returncode == 1 and failed.stderr.startswith("scaler-jupyter start: the cluster did not start")
+    assert f"the keys directory {tmp_path / 'missing'} does not exist" in failed.stderr  # the supervisor's log
+    assert list(clusters.clusters_dir().iterdir()) == []
