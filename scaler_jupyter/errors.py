@@ -56,6 +56,10 @@ class GraphError(ScalerJupyterError, ValueError):
     """A task graph cannot run: it has a cycle, or asks for a key it does not define. Nothing of it ran."""
 
 
+class NoWorkerWarning(UserWarning):
+    """Tasks wait for tags no connected worker offers, or for any worker when none is connected."""
+
+
 class ClusterError(ScalerJupyterError):
     """No live cluster has the given id, or a recorded cluster cannot do what was asked (e.g. scale one that
     another process owns)."""

@@ -70,7 +70,7 @@ def test_every_verb_has_help(kernel):
 
 def test_connect_errors(kernel):
     line = usage_error(kernel.run("%scaler connect tcp://127.0.0.1:9 --timeout 1", allow_error=True, timeout=20))
-    assert "no scheduler answered at tcp://127.0.0.1:9 within 1s" in line
+    assert "at tcp://127.0.0.1:9 within 1s" in line  # "no scheduler answered", or "could not join" and why
     assert "no cluster 'nosuchid'" in usage_error(kernel.run("%scaler connect nosuchid", allow_error=True))
 
 
