@@ -7,7 +7,8 @@ must not freeze the view) and says when the scheduler has gone quiet. Updates th
 on the kernel's thread: ipykernel 7 drops or misroutes widget messages sent from others.
 Outside a running loop (a plain script) the widget shows the first snapshot only.
 
-What a snapshot holds is specified in ``scaler_jupyter.scheduler.monitor``. The same
+What a snapshot holds is specified in ``scaler_jupyter.scheduler.monitor``; tasks that
+no worker can run (its ``unmatched`` entries) are shown as warnings. The same
 summary is the widget's ``text/html`` and ``text/plain`` for static renderers (GitHub,
 nbviewer), and what ``%scaler status`` prints.
 """
@@ -64,6 +65,7 @@ def text_report(address: str, snapshot: dict) -> str:
     rows = [WORKER_COLUMNS, *worker_rows(snapshot)]
     widths = [max(len(row[column]) for row in rows) for column in range(len(WORKER_COLUMNS))]
     lines = [f"{address}: {summary(snapshot)}"]
+    lines += [f"  ! {entry['message']}" for entry in snapshot.get("unmatched", ())]
     lines += ["  " + "  ".join(cell.rjust(width) if column else cell.ljust(width)
                                for column, (cell, width) in enumerate(zip(row, widths, strict=True)))
               for row in rows]
@@ -79,7 +81,10 @@ def html_report(title: str, snapshot: dict | None, note: str = "") -> str:
     parts.append(f" &middot; {html.escape(summary(snapshot))}")
     if note:
         parts.append(f" &middot; <i>{html.escape(note)}</i>")
-    parts.append("</div><table><thead><tr>")
+    parts.append("</div>")
+    parts += [f"<div style='color:#b00020'>{html.escape(entry['message'])}</div>"
+              for entry in snapshot.get("unmatched", ())]  # tasks no worker can run: say so where users look
+    parts.append("<table><thead><tr>")
     parts += [f"<th style='text-align:{'left' if i == 0 else 'right'}'>{name}</th>"
               for i, name in enumerate(WORKER_COLUMNS)]
     parts.append("</tr></thead><tbody>")

@@ -124,6 +124,19 @@ def test_widget_controls_scale_and_stop(kernel):
     assert "no cluster" in usage_error(kernel.run("%scaler status", allow_error=True))
 
 
+def test_tasks_no_worker_can_run_are_shown(kernel):
+    """A task for tags no worker offers: once the scheduler says so, the widget and %scaler status say so too."""
+    widget = widget_expression(kernel.run("%scaler start -n 1", timeout=90))
+    try:
+        kernel.run("import scaler_jupyter\n"
+                   "lost = scaler_jupyter.current_client().submit_with(abs, (-1,), tags={'gpu'})")
+        wait_until(lambda: "gpu" in evaluate(kernel, f"{widget}.view.value"), 30,
+                   "the widget to say no worker offers gpu")
+        assert "! " in kernel.run("%scaler status").stdout
+    finally:
+        kernel.run("%scaler stop")
+
+
 def test_connect_by_id_and_address(kernel, runtime_dir, monkeypatch):
     """A cluster started elsewhere: connect by id or address; stop only disconnects."""
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime_dir))
