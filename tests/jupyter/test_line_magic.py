@@ -200,6 +200,8 @@ def _start_three_clusters(own_kernel: Kernel) -> tuple[dict, dict]:
     assert kept["detached"] and kept["owner_pid"] != own_kernel.pid
     own_kernel.run("import scaler_jupyter\nfrom scaler_jupyter import LocalCluster\n"
                    "extra = LocalCluster(n_workers=1)")  # a cluster made from Python in the kernel
+    shown = own_kernel.run("extra").result  # a LocalCluster displays as the widget, with its controls
+    assert {WIDGET, "text/html", "text/plain"} <= set(shown) and "1 worker;" in shown["text/plain"]
     [extra] = [record for record in records(own_kernel) if record["id"] != kept["id"]]
     assert own["id"] != extra["id"] and extra["owner_pid"] == own_kernel.pid
     return kept, extra
