@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import select
+import socket
 import subprocess
 import time
 import weakref
@@ -60,23 +61,47 @@ class LocalCluster:
         keys_args = ("--keys", self.keys) if self.keys else ()
         self._worker_args = (*keys_args, *worker_args)
         self._workers: list[subprocess.Popen] = []
-        ready_r, ready_w = os.pipe()
-        self._scheduler = spawn(["-m", "scaler_jupyter", "scheduler", address or "tcp://127.0.0.1:0",
-                                 "--ready-fd", str(ready_w), *keys_args, *scheduler_args], pass_fds=(ready_w,))
-        os.close(ready_w)
-        _live.add(self)
-        try:
-            info = read_ready(ready_r, self._scheduler, timeout, "the scheduler")
-        except BaseException:
-            self.close()
-            raise
-        self.address: str = info["address"]
+        self._scheduler: subprocess.Popen | None = None
+        n_workers = os.cpu_count() or 1 if n_workers is None else n_workers
+        for attempt in (1, 2):
+            try:
+                info = self._start(address, n_workers, (*keys_args, *scheduler_args))
+                break
+            except RuntimeError:  # the scheduler exited at start: with a port chosen here, it may have been taken
+                self.close()
+                if attempt == 2 or address is not None:
+                    raise
+            except BaseException:
+                self.close()
+                raise
         self.monitor_address: str = info["monitor_address"]  # the scheduler's monitor feed (a PUB socket)
         try:
-            self.scale(os.cpu_count() or 1 if n_workers is None else n_workers)
+            self.scale(n_workers)
         except BaseException:  # workers that cannot join must not leave the scheduler running
             self.close()
             raise
+
+    def _start(self, address: str | None, n_workers: int, scheduler_args: tuple[str, ...]) -> dict:
+        """Start the scheduler, and the workers while it starts; what the scheduler says once it listens.
+
+        With no ``address``, a free port is chosen here rather than by the scheduler, so that
+        the workers (whose start costs as much as the scheduler's) need not wait for it.
+        """
+        if address is None:
+            address = f"tcp://127.0.0.1:{_free_port()}"
+            if "--monitor-address" not in scheduler_args:  # port + 1, the default, may be taken
+                scheduler_args = ("--monitor-address", "tcp://127.0.0.1:0", *scheduler_args)
+        _live.add(self)
+        ready_r, ready_w = os.pipe()
+        self._scheduler = spawn(["-m", "scaler_jupyter", "scheduler", address, "--ready-fd", str(ready_w),
+                                 *scheduler_args], pass_fds=(ready_w,))
+        os.close(ready_w)
+        self.address: str = address
+        if not address.endswith(":0"):
+            self._spawn_workers(n_workers)
+        info = read_ready(ready_r, self._scheduler, self.timeout, "the scheduler")
+        self.address = info["address"]
+        return info
 
     @property
     def pids(self) -> list[int]:
@@ -112,15 +137,18 @@ class LocalCluster:
             raise ValueError(f"a cluster runs 0 or more workers, not {n}")
         while len(self._workers) > n:
             stop(self._workers.pop())
+        self._spawn_workers(n)
+        self._write_record()
+        if wait:
+            self._wait_for(lambda count: count == n, f"exactly {n}")
+
+    def _spawn_workers(self, n: int) -> None:
         while len(self._workers) < n:
             args = ["-m", "scaler_jupyter", "worker", self.address, "--processors", str(self.processors_per_worker),
                     "--name", f"local-{len(self._workers)}-{os.getpid()}"]
             if self.tags:
                 args += ["--tags", ",".join(self.tags)]
             self._workers.append(spawn([*args, *self._worker_args]))
-        self._write_record()
-        if wait:
-            self._wait_for(lambda count: count == n, f"exactly {n}")
 
     def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
         """Block until at least ``n`` workers are connected to the scheduler, as ``Client.wait_for_workers``.
@@ -151,7 +179,8 @@ class LocalCluster:
         _live.discard(self)
         while self._workers:
             stop(self._workers.pop())
-        stop(self._scheduler)
+        if self._scheduler is not None:
+            stop(self._scheduler)
         with contextlib.suppress(OSError):
             clusters.remove(self.id)
 
@@ -163,6 +192,12 @@ class LocalCluster:
 
     def __repr__(self) -> str:
         return f"<LocalCluster {getattr(self, 'address', '?')} workers={len(self._workers)}>"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def read_ready(fd: int, process: subprocess.Popen, timeout: float, what: str) -> dict:
