@@ -144,7 +144,10 @@ def stop() -> str:
         session.cluster.close()
         return f"stopped cluster {session.cluster_id} ({session.address})"
     if session.kind is Kind.KEPT:
-        clusters.stop(session.cluster_id)
+        try:
+            clusters.stop(session.cluster_id)
+        except ClusterError as exc:  # e.g. stopped meanwhile from a terminal: the session ends all the same
+            return f"disconnected from {session.address}: {exc}"
         return f"stopped cluster {session.cluster_id} ({session.address})"
     return (f"disconnected from {session.address}; it keeps running"
             + (f" (`scaler-jupyter stop {session.cluster_id}` stops it)" if session.cluster_id else ""))
