@@ -4,8 +4,25 @@ from scaler_jupyter.client import Client, Future
 from scaler_jupyter.cluster import LocalCluster
 from scaler_jupyter.protocol.serialization import ObjectRef
 
-__all__ = ["Client", "Future", "LocalCluster", "ObjectRef"]
+__all__ = ["Client", "Future", "LocalCluster", "ObjectRef", "current_client", "progress"]
 __version__ = "0.1.0"
+
+
+def current_client() -> Client:
+    """The notebook kernel's client, set by ``%scaler start`` or ``%scaler connect``."""
+    from scaler_jupyter.jupyter.session import current_client as current
+
+    return current()
+
+
+def progress(futures_or_iterator, total: int | None = None):
+    """A progress bar over futures or an iterator: an ipywidgets bar in a notebook, a text bar elsewhere.
+
+    See :func:`scaler_jupyter.jupyter.progress.progress`.
+    """
+    from scaler_jupyter.jupyter.progress import progress as bar
+
+    return bar(futures_or_iterator, total)
 
 
 def load_ipython_extension(ipython) -> None:

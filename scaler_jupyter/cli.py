@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
+import time
 
 from scaler_jupyter import logging_config
-from scaler_jupyter.errors import KeysError
+from scaler_jupyter.errors import ClusterError, KeysError
 from scaler_jupyter.scheduler.state import SchedulerConfig
 from scaler_jupyter.worker.agent import AgentConfig
 
@@ -89,6 +91,39 @@ def _keys(args: argparse.Namespace) -> None:
           f"  scaler-jupyter scheduler tcp://0.0.0.0:2345 --keys {keys.directory}\n"
           f"  scaler-jupyter cluster tcp://HOST:2345 -n 4 --keys {keys.directory}\n"
           f"  Client('tcp://HOST:2345', keys='{keys.directory}')")
+
+
+def _start(args: argparse.Namespace) -> None:
+    from scaler_jupyter import clusters
+
+    record = clusters.start_detached(args.n, tuple(t for t in args.tags.split(",") if t), keys=args.keys,
+                                     timeout=args.timeout)
+    print(f"started cluster {record['id']} at {record['address']} with {record['n_workers']} workers "
+          f"(`scaler-jupyter stop {record['id']}` stops it)")
+
+
+def _list(args: argparse.Namespace) -> None:
+    from scaler_jupyter import clusters
+
+    records = clusters.list_clusters()
+    if args.json:
+        print(json.dumps(records, indent=1))
+    else:
+        print(clusters.table(records, now=time.time()))
+
+
+def _stop(args: argparse.Namespace) -> None:
+    from scaler_jupyter import clusters
+
+    record = clusters.stop(args.id, timeout=args.timeout)
+    print(f"stopped cluster {record['id']} ({record['address']})")
+
+
+def _supervise(args: argparse.Namespace) -> None:
+    from scaler_jupyter import clusters
+
+    clusters.supervise(args.id, args.n, tuple(t for t in args.tags.split(",") if t), args.ready_fd, keys=args.keys,
+                       timeout=args.timeout)
 
 
 def _positive(text: str) -> float:
@@ -186,6 +221,37 @@ def parser() -> argparse.ArgumentParser:
     keys.add_argument("directory", metavar="DIR", help="where to write the keys")
     keys.add_argument("--force", action="store_true", help="replace the keys already in DIR")
     keys.set_defaults(run=_keys)
+
+    start = commands.add_parser("start", help="start a detached local cluster, recorded in a cluster file",
+                                parents=[common],
+                                description="Starts a scheduler and N workers on 127.0.0.1 that keep running after "
+                                            "this command returns, until `scaler-jupyter stop ID`. Prints the "
+                                            "cluster's id and address.")
+    start.add_argument("-n", type=int, default=os.cpu_count() or 1, help="how many workers (default: one per core)")
+    start.add_argument("--tags", default="", help="comma-separated tags the workers offer, e.g. gpu,highmem")
+    start.add_argument("--timeout", type=_positive, default=60.0,
+                       help="seconds to wait for the cluster to start (default %(default)s)")
+    _add_keys_option(start)
+    start.set_defaults(run=_start)
+
+    listing = commands.add_parser("list", help="the local clusters recorded on this machine", parents=[common])
+    listing.add_argument("--json", action="store_true", help="print the cluster files' records as JSON")
+    listing.set_defaults(run=_list)
+
+    stopping = commands.add_parser("stop", help="stop a recorded local cluster", parents=[common])
+    stopping.add_argument("id", help="the cluster's id (or its first characters), as `scaler-jupyter list` shows")
+    stopping.add_argument("--timeout", type=_positive, default=30.0,
+                          help="seconds to wait for its processes to exit (default %(default)s)")
+    stopping.set_defaults(run=_stop)
+
+    supervise = commands.add_parser("supervise", parents=[common])  # started by `start`, not by users
+    supervise.add_argument("--id", required=True)
+    supervise.add_argument("-n", type=int, required=True)
+    supervise.add_argument("--tags", default="")
+    supervise.add_argument("--ready-fd", type=int, required=True)
+    supervise.add_argument("--timeout", type=float, default=60.0)
+    _add_keys_option(supervise)
+    supervise.set_defaults(run=_supervise)
     return root
 
 
@@ -201,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     exit_with_parent()
     try:
         args.run(args)
-    except KeysError as exc:  # a user's mistake with a clear message: no traceback
+    except (KeysError, ClusterError) as exc:  # a user's mistake with a clear message: no traceback
         sys.exit(f"scaler-jupyter {args.command}: {exc}")
 
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
+import logging
 import os
 import select
+import socket
 import subprocess
 import time
 import weakref
 from collections.abc import Callable
 
-from scaler_jupyter import logging_config, monitor
+from scaler_jupyter import clusters, logging_config, monitor
 from scaler_jupyter.processes import spawn, stop
 from scaler_jupyter.security import ClusterKeys
+
+logger = logging.getLogger(__name__)
 
 _live: weakref.WeakSet = weakref.WeakSet()
 _DEATH_CHECK = 0.1  # seconds between looks at the worker processes while waiting for them to join
@@ -35,12 +40,21 @@ class LocalCluster:
     that every setting has one spelling. ``log_level`` is the level of its processes' logs
     on stderr (default: ``$SCALER_JUPYTER_LOG_LEVEL``, else WARNING: see
     :mod:`scaler_jupyter.logging_config`).
+
+    It records itself in a cluster file (see :mod:`scaler_jupyter.clusters`) under
+    ``id`` (default: a fresh one), so ``scaler-jupyter list`` and other kernels see
+    it. ``control_address`` is for a detached cluster's supervisor: where it takes
+    requests from other processes.
     """
 
     def __init__(self, n_workers: int | None = None, processors_per_worker: int = 1, tags: tuple[str, ...] = (),
                  address: str | None = None, scheduler_args: tuple[str, ...] = (), worker_args: tuple[str, ...] = (),
                  timeout: float = 30.0, keys: str | os.PathLike | None = None,
-                 log_level: str | int | None = None) -> None:
+                 log_level: str | int | None = None, cluster_id: str | None = None,
+                 control_address: str | None = None) -> None:
+        self.id: str = cluster_id or clusters.new_id()
+        self.control_address = control_address
+        self.started = time.time()
         self.processors_per_worker = processors_per_worker
         self.tags = tuple(tags)
         self.timeout = timeout
@@ -51,23 +65,47 @@ class LocalCluster:
                        "--log-level", logging_config.level(log_level, default="WARNING"))
         self._worker_args = (*common_args, *worker_args)
         self._workers: list[subprocess.Popen] = []
-        ready_r, ready_w = os.pipe()
-        self._scheduler = spawn(["-m", "scaler_jupyter", "scheduler", address or "tcp://127.0.0.1:0",
-                                 "--ready-fd", str(ready_w), *common_args, *scheduler_args], pass_fds=(ready_w,))
-        os.close(ready_w)
-        _live.add(self)
-        try:
-            info = _read_ready(ready_r, self._scheduler, timeout)
-        except BaseException:
-            self.close()
-            raise
-        self.address: str = info["address"]
+        self._scheduler: subprocess.Popen | None = None
+        n_workers = os.cpu_count() or 1 if n_workers is None else n_workers
+        for attempt in (1, 2):
+            try:
+                info = self._start(address, n_workers, (*common_args, *scheduler_args))
+                break
+            except RuntimeError:  # the scheduler exited at start: with a port chosen here, it may have been taken
+                self.close()
+                if attempt == 2 or address is not None:
+                    raise
+            except BaseException:
+                self.close()
+                raise
         self.monitor_address: str = info["monitor_address"]  # the scheduler's monitor feed (a PUB socket)
         try:
-            self.scale(os.cpu_count() or 1 if n_workers is None else n_workers)
+            self.scale(n_workers)
         except BaseException:  # workers that cannot join must not leave the scheduler running
             self.close()
             raise
+
+    def _start(self, address: str | None, n_workers: int, scheduler_args: tuple[str, ...]) -> dict:
+        """Start the scheduler, and the workers while it starts; what the scheduler says once it listens.
+
+        With no ``address``, a free port is chosen here rather than by the scheduler, so that
+        the workers (whose start costs as much as the scheduler's) need not wait for it.
+        """
+        if address is None:
+            address = f"tcp://127.0.0.1:{_free_port()}"
+            if "--monitor-address" not in scheduler_args:  # port + 1, the default, may be taken
+                scheduler_args = ("--monitor-address", "tcp://127.0.0.1:0", *scheduler_args)
+        _live.add(self)
+        ready_r, ready_w = os.pipe()
+        self._scheduler = spawn(["-m", "scaler_jupyter", "scheduler", address, "--ready-fd", str(ready_w),
+                                 *scheduler_args], pass_fds=(ready_w,))
+        os.close(ready_w)
+        self.address: str = address
+        if not address.endswith(":0"):
+            self._spawn_workers(n_workers)
+        info = read_ready(ready_r, self._scheduler, self.timeout, "the scheduler")
+        self.address = info["address"]
+        return info
 
     @property
     def pids(self) -> list[int]:
@@ -78,20 +116,43 @@ class LocalCluster:
     def n_workers(self) -> int:
         return len(self._workers)
 
+    def running(self) -> bool:
+        """True while the scheduler process runs."""
+        return self._scheduler.poll() is None
+
+    def record(self) -> dict:
+        """What its cluster file says (the keys are listed in :mod:`scaler_jupyter.clusters`)."""
+        return {"id": self.id, "address": self.address, "monitor_address": self.monitor_address,
+                "dashboard_address": None, "pids": self.pids, "owner_pid": os.getpid(),
+                "n_workers": self.n_workers, "tags": list(self.tags), "started": self.started, "keys": self.keys,
+                "control_address": self.control_address, "detached": self.control_address is not None}
+
+    def _write_record(self) -> None:
+        try:
+            clusters.write(self.record())
+        except OSError as exc:  # the cluster works without its file; only other processes miss it
+            logger.warning("could not write the cluster file of %s: %s", self.id, exc)
+
     def scale(self, n: int, wait: bool = True) -> None:
         """Run ``n`` workers: start new ones, or stop the newest (their queued tasks go to the others).
 
         With ``wait``, return once the scheduler counts exactly ``n`` workers."""
+        if n < 0:
+            raise ValueError(f"a cluster runs 0 or more workers, not {n}")
         while len(self._workers) > n:
             stop(self._workers.pop())
+        self._spawn_workers(n)
+        self._write_record()
+        if wait:
+            self._wait_for(lambda count: count == n, f"exactly {n}")
+
+    def _spawn_workers(self, n: int) -> None:
         while len(self._workers) < n:
             args = ["-m", "scaler_jupyter", "worker", self.address, "--processors", str(self.processors_per_worker),
                     "--name", f"local-{len(self._workers)}-{os.getpid()}"]
             if self.tags:
                 args += ["--tags", ",".join(self.tags)]
             self._workers.append(spawn([*args, *self._worker_args]))
-        if wait:
-            self._wait_for(lambda count: count == n, f"exactly {n}")
 
     def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
         """Block until at least ``n`` workers are connected to the scheduler, as ``Client.wait_for_workers``.
@@ -122,7 +183,10 @@ class LocalCluster:
         _live.discard(self)
         while self._workers:
             stop(self._workers.pop())
-        stop(self._scheduler)
+        if self._scheduler is not None:
+            stop(self._scheduler)
+        with contextlib.suppress(OSError):
+            clusters.remove(self.id)
 
     def __enter__(self) -> LocalCluster:
         return self
@@ -134,20 +198,26 @@ class LocalCluster:
         return f"<LocalCluster {getattr(self, 'address', '?')} workers={len(self._workers)}>"
 
 
-def _read_ready(fd: int, process: subprocess.Popen, timeout: float) -> dict:
-    """Wait for the scheduler to write its address on ``fd``."""
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def read_ready(fd: int, process: subprocess.Popen, timeout: float, what: str) -> dict:
+    """Wait for a child (``what``, for messages) to write one JSON line on ``fd``: what it says once it is ready."""
     deadline = time.monotonic() + timeout
     data = b""
     try:
         while not data.endswith(b"\n"):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"the scheduler did not start within {timeout:.0f}s")
+                raise TimeoutError(f"{what} did not start within {timeout:.0f}s")
             readable, _, _ = select.select([fd], [], [], remaining)
             if readable:
                 chunk = os.read(fd, 4096)
                 if not chunk:
-                    raise RuntimeError(f"the scheduler exited at start (code {process.wait()}); see its log above")
+                    raise RuntimeError(f"{what} exited at start (code {process.wait()}); see its log")
                 data += chunk
     finally:
         os.close(fd)

@@ -64,3 +64,8 @@ class DeletedObjectError(ScalerJupyterError, ValueError):
 
 class NoWorkerWarning(UserWarning):
     """Tasks wait for tags no connected worker offers, or for any worker when none is connected."""
+
+
+class ClusterError(ScalerJupyterError):
+    """No live cluster has the given id, or a recorded cluster cannot do what was asked (e.g. scale one that
+    another process owns)."""

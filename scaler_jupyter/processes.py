@@ -39,6 +39,16 @@ def spawn(args: list[str], env: dict[str, str] | None = None, pass_fds: tuple = 
     )
 
 
+def spawn_detached(args: list[str], log_path: str | os.PathLike, pass_fds: tuple = ()) -> subprocess.Popen:
+    """Start a child that outlives this process (a detached cluster's supervisor): a session of its own,
+    no parent-death signal, output appended to ``log_path``."""
+    child_env = dict(os.environ)
+    child_env.pop(PARENT_PID_ENV, None)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, *args], env=child_env, pass_fds=pass_fds, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def exit_with_parent() -> None:
     """Where the kernel cannot kill us with our parent, poll for it (started children call this)."""
     parent = os.environ.get(PARENT_PID_ENV)

@@ -8,6 +8,7 @@ import itertools
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import types
@@ -95,6 +96,8 @@ class Client(concurrent.futures.Executor):
         self._cluster = None
         if address is None:
             address = task_context.scheduler_address()
+        if address is None and (notebook := sys.modules.get("scaler_jupyter.jupyter.session")):
+            address, keys = notebook.default_cluster() or (None, keys)  # after `%scaler start`: its cluster
         if keys is None and address is not None and address == task_context.scheduler_address():
             keys = task_context.keys_directory()
         self._keys = load_keys(keys)  # a missing key file is reported here, before anything starts
@@ -221,7 +224,12 @@ class Client(concurrent.futures.Executor):
 
         submit(buffersize)
         refill = None if buffersize is None else functools.partial(submit, 1)
-        return results.iterate(deadline, flatten=chunksize > 1, refill=refill)
+        iterator = results.iterate(deadline, flatten=chunksize > 1, refill=refill)
+        if "ipykernel" in sys.modules:  # in a notebook, a bar once the map runs long
+            from scaler_jupyter.jupyter.progress import map_progress
+
+            iterator = map_progress(iterator, len(results) if buffersize is None and chunksize == 1 else None)
+        return iterator
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the client (and its private cluster) once pending tasks are done, as ``Executor.shutdown``.

@@ -37,6 +37,10 @@ class OrderedResults:
             self._index[task_id] = len(self._slots)
             self._slots.append(_WAITING)
 
+    def __len__(self) -> int:
+        """The calls submitted so far."""
+        return len(self._slots)
+
     def deliver(self, outcome: Outcome) -> None:
         with self._condition:
             index = self._index.pop(outcome.task_id, None)

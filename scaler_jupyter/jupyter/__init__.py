@@ -4,14 +4,25 @@ from __future__ import annotations
 
 
 def load_ipython_extension(ipython) -> None:
-    """Called by ``%load_ext scaler_jupyter``."""
+    """Called by ``%load_ext scaler_jupyter``: the magics, and the cluster widget as the display of
+    ``Client`` and ``LocalCluster``."""
+    from scaler_jupyter import Client, LocalCluster
     from scaler_jupyter.jupyter.magics import ScalerMagics
+    from scaler_jupyter.jupyter.widget import mimebundle
 
     ipython.register_magics(ScalerMagics)
+    formatter = ipython.display_formatter.mimebundle_formatter
+    for cls in (Client, LocalCluster):
+        formatter.for_type(cls, mimebundle)
 
 
 def unload_ipython_extension(ipython) -> None:
-    """Called by ``%unload_ext scaler_jupyter``: the magics are gone afterwards."""
+    """Called by ``%unload_ext scaler_jupyter``: the magics and the rich displays are gone afterwards."""
     magics = ipython.magics_manager.magics
     magics["line"].pop("scaler", None)
     magics["cell"].pop("scaler", None)
+    from scaler_jupyter import Client, LocalCluster
+
+    formatter = ipython.display_formatter.mimebundle_formatter
+    for cls in (Client, LocalCluster):
+        formatter.pop(cls, None)

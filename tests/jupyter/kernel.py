@@ -104,6 +104,8 @@ class Kernel:
             elif kind == "status" and content["execution_state"] == "idle":
                 break
         reply = self.client.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
+        while reply["parent_header"].get("msg_id") != msg_id:  # e.g. a second kernel_info_reply of wait_for_ready
+            reply = self.client.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
         output.status = reply["content"]["status"]
         output.elapsed = time.monotonic() - start
         return output
