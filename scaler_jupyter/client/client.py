@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from scaler_jupyter import task_context
+from scaler_jupyter import task_context, task_origin
 from scaler_jupyter.client import graph as graphs
 from scaler_jupyter.client.connection import Connection
 from scaler_jupyter.client.future import Future
@@ -371,7 +371,7 @@ class Client(concurrent.futures.Executor):
             task_ids[node.key] = task_id
             specs.append(TaskSpec(task_id, runners[node.runner], payload,
                                   [r for r in refs if not is_result_object_id(r)], self._serializer_id, [],
-                                  node.level, task_context.current_task_id))
+                                  node.level, task_context.current_task_id, task_origin.current))
             nodes.append(GraphTask(task_id, _key_text(node.key),
                                    [task_ids[d] for d in node.dependencies if d in task_ids], node.key in outputs))
         run = _GraphRun(self, list(task_ids.values()))
@@ -513,7 +513,7 @@ class Client(concurrent.futures.Executor):
         except Exception as exc:
             raise SerializationError(_which_argument_fails(fn, args, kwargs, self.serializer, exc)) from exc
         return TaskSpec(next(self._task_ids), function_id, payload, refs, self._serializer_id, tags, priority,
-                        task_context.current_task_id)
+                        task_context.current_task_id, task_origin.current)
 
     def _cancel(self, task_id: int) -> None:
         self._cancel_many([task_id])
@@ -532,6 +532,10 @@ class Client(concurrent.futures.Executor):
                 self._on_result(result)
         elif isinstance(message, Output):
             for line in message.lines:
+                sink = getattr(self._futures.get(line.task_id), "on_output", None)
+                if sink is not None:  # the future says where its task's output goes (a notebook cell)
+                    sink(line.stream, line.text)
+                    continue
                 stream = sys.stderr if line.stream == "stderr" else sys.stdout
                 stream.write(line.text)
                 stream.flush()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from scaler_jupyter import task_origin
+
 
 def load_ipython_extension(ipython) -> None:
     """Called by ``%load_ext scaler_jupyter``."""
     from scaler_jupyter.jupyter.magics import ScalerMagics
 
     ipython.register_magics(ScalerMagics)
+    ipython.events.register("pre_run_cell", _record_cell)
 
 
 def unload_ipython_extension(ipython) -> None:
@@ -15,3 +18,13 @@ def unload_ipython_extension(ipython) -> None:
     magics = ipython.magics_manager.magics
     magics["line"].pop("scaler", None)
     magics["cell"].pop("scaler", None)
+    ipython.events.unregister("pre_run_cell", _record_cell)
+    task_origin.current = None
+
+
+def _record_cell(info) -> None:
+    """Label the tasks the cell about to run submits with it: ``Client.status()`` and the panels show it."""
+    from IPython import get_ipython  # not at the top: workers import this package to run %%scaler cells
+
+    shell = get_ipython()
+    task_origin.current = task_origin.cell_label(shell.execution_count, info.raw_cell or "")

@@ -111,6 +111,7 @@ class TaskSpec:
     tags: list[str]
     priority: int
     parent_id: int | None
+    origin: str | None = None  # what submitted it, e.g. the notebook cell "In [5]: x = f(3)" (task_origin.py)
 
 
 def needed_objects(spec: TaskSpec) -> list[bytes]:
