@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextvars
+import functools
 import json
 import re
 import shlex
@@ -131,8 +132,11 @@ _PARSER.add_argument("--map", type=_map_option, metavar="NAME=ITERABLE",
 _MAP = re.compile(r"(?:^|\s)--map(?:\s+|=)")
 
 
+@functools.lru_cache(maxsize=64)
 def _parse(line: str) -> argparse.Namespace:
-    """The options; ``--map``'s expression is the rest of the line, unsplit (``--map x=[1, 2]``)."""
+    """The options; ``--map``'s expression is the rest of the line, unsplit (``--map x=[1, 2]``).
+
+    Cached: a cell run again costs no parsing (callers do not modify the result)."""
     found = _MAP.search(line)
     if found is None:
         return _PARSER.parse_args(shlex.split(line))
@@ -157,7 +161,7 @@ def run(shell, line: str, cell: str) -> Any:
     except ValueError as exc:  # shlex: an unclosed quote
         raise UsageError(f"%%scaler: {exc}") from None
     filename = f"Cell In[{shell.execution_count}]"
-    source = "\n" + shell.transform_cell(cell)  # the blank first line stands for "%%scaler": lines match
+    source = _transformed(shell, cell)
     try:
         analysis = analyze(source)
     except SyntaxError as exc:
@@ -189,6 +193,13 @@ def run(shell, line: str, cell: str) -> Any:
         shell.user_ns[options.no_wait] = cell_run.future(options.timeout)
         return None
     return cell_run.wait(options.timeout)
+
+
+@functools.lru_cache(maxsize=256)
+def _transformed(shell, cell: str) -> str:
+    """The cell after IPython's transforms (a pure function of its text, so cached), with a blank first line
+    standing for the ``%%scaler`` line so that line numbers are the notebook's."""
+    return "\n" + shell.transform_cell(cell)
 
 
 def _pack_values(values: dict[str, Any]) -> cell_runner.Packed:
