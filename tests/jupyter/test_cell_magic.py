@@ -165,7 +165,7 @@ def test_an_exception_has_the_remote_traceback_in_the_cell_s_lines(notebook):
     text = "\n".join(out.error["traceback"])
     assert 'Cell In[' in text and 'line 5, in <module>' in text and 'line 4, in f' in text  # the notebook's lines
     assert "return y / 0" in text
-    assert "cell_runner" not in text and "cell_magic" not in text  # none of the machinery's frames
+    assert "cell_worker" not in text and "cell_magic" not in text  # none of the machinery's frames
 
 
 def test_a_syntax_error_is_reported_before_anything_is_sent(notebook):
@@ -197,7 +197,7 @@ def test_errors_of_the_magic_are_one_line(notebook):
         ("%%scaler --bogus", "unrecognized arguments: --bogus"),
     ]:
         out = notebook.run(cell(line, "x = 1"), allow_error=True)
-        assert out.status == "error"
+        assert out.status == "error", (line, out.text)
         [message] = out.stderr.strip().splitlines()
         assert message.startswith("UsageError: %%scaler") and expected in message, message
     magics = notebook.run(cell("%%scaler", "%time x = 1"), allow_error=True)
