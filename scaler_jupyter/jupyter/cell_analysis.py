@@ -56,6 +56,7 @@ class CellAnalysis:
 def analyze(source: str) -> CellAnalysis:
     """Analyse ``source`` (a cell after ``shell.transform_cell``); raise ``SyntaxError`` if it is not Python."""
     tree = ast.parse(source)
+    compile(tree, "<cell>", "exec", dont_inherit=True)  # what only the compiler rejects: return outside a def, ...
     flow = _Flow()
     flow.statements(tree.body)
     deletes = tuple(name for name in flow.deleted if name not in flow.assigned)

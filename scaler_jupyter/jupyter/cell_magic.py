@@ -182,7 +182,10 @@ def run(shell, line: str, cell: str) -> Any:
     except RuntimeError as exc:
         raise UsageError(f"%%scaler: {exc}") from None
     cell_run = CellRun(shell, spec, analysis.deletes, map_name, items)
-    cell_run.submit(client, packed, options.tags)
+    try:
+        cell_run.submit(client, packed, options.tags)
+    except RuntimeError as exc:  # the client was shut down
+        raise UsageError(f"%%scaler: {exc}") from None
     if options.no_wait is not None:
         shell.user_ns[options.no_wait] = cell_run.future(options.timeout)
         return None

@@ -352,5 +352,11 @@ def test_syntax_errors_raise_with_the_line():
     assert caught.value.lineno == 3
 
 
+@pytest.mark.parametrize("source", ["return 1", "for x in y:\n    pass\nbreak", "nonlocal x", "await f()"])
+def test_errors_only_the_compiler_finds_raise_too(source):
+    with pytest.raises(SyntaxError):
+        analyze(source)
+
+
 def test_results_are_cached_per_source():
     assert analyze("a = b") is analyze("a = b")
