@@ -146,18 +146,7 @@ class CellRun:
 
     def _release(self, client, shared) -> None:
         """Free the shared values on the scheduler once every run has ended."""
-        remaining = [len(self.futures)]
-        lock = threading.Lock()
-
-        def one_done(_future) -> None:
-            with lock:
-                remaining[0] -= 1
-                last = remaining[0] == 0
-            if last:
-                client.delete_object(shared)
-
-        for future in self.futures:
-            future.add_done_callback(one_done)
+        _when_all_done(self.futures, lambda: client.delete_object(shared))
 
     def cancel(self) -> None:
         for future in self.futures:
@@ -207,19 +196,15 @@ class CellRun:
     def future(self, timeout: float | None) -> CellFuture:
         """``--no-wait``: a future that applies the outcome when the task(s) end."""
         cell_future = CellFuture(self.cancel)
-        remaining = [len(self.futures)]
-        lock = threading.Lock()
 
-        def one_done(future) -> None:
+        def end_at_first_failure(future) -> None:
             if not future.cancelled() and future.exception() is not None:
-                self.cancel()  # the first failure ends the cell
-            with lock:
-                remaining[0] -= 1
-                if remaining[0]:
-                    return
+                self.cancel()
+
+        def all_done() -> None:
             if timer is not None:
                 timer.cancel()
-            if cell_future.done():
+            if cell_future.done():  # cancelled by the user
                 return
             try:
                 names, _ = self.apply()
@@ -235,7 +220,8 @@ class CellRun:
             timer.daemon = True
             timer.start()
         for future in self.futures:
-            future.add_done_callback(one_done)
+            future.add_done_callback(end_at_first_failure)
+        _when_all_done(self.futures, all_done)
         return cell_future
 
     # -- bringing back ------------------------------------------------------------
@@ -268,6 +254,22 @@ class CellRun:
             value = [outcome["value"] for outcome in outcomes]
         self.shell.user_ns.update(names)
         return names, (value if self.spec.last_expression else None)
+
+
+def _when_all_done(futures: Sequence[concurrent.futures.Future], callback: Callable[[], None]) -> None:
+    """Call ``callback`` once, in the thread that ends the last of ``futures``."""
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_future) -> None:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            callback()
+
+    for future in futures:
+        future.add_done_callback(one_done)
 
 
 def _set(future: concurrent.futures.Future, result: Any = None, exception: BaseException | None = None) -> None:

@@ -319,6 +319,12 @@ def test_map_failure_names_the_item(notebook):
     assert "the run with v=0 (item 1 of 3) failed" in text and "line 2, in <module>" in text
 
 
+def test_map_with_no_wait(notebook):
+    notebook.run(cell("%%scaler --no-wait sweep --map n=[1, 2, 3]", "cube = n ** 3"))
+    assert value_of(notebook, "sweep.result(timeout=30)") == "{'cube': [1, 8, 27]}"
+    assert value_of(notebook, "cube") == "[1, 8, 27]"
+
+
 # -- provenance -------------------------------------------------------------------------
 
 
@@ -338,3 +344,4 @@ def test_tasks_remember_the_cell_that_submitted_them(notebook, observer):
     wait_until(lambda: origins().get(f"In [{count}]: import time") == 1, 30, "a submit's label in the snapshot")
     notebook.run("_f.cancel()")
     wait_until(lambda: not origins(), 30, "no live task left")
+
