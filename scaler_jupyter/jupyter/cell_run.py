@@ -245,6 +245,7 @@ class CellRun:
             raise one_line(concurrent.futures.CancelledError("%%scaler: the cell's task(s) were cancelled"))
         if self.items is None:
             names, value = outcomes[0]["names"], outcomes[0]["value"]
+            cell_worker.rebind_globals(names, self.shell.user_ns)  # functions the cell defined see the notebook
             for name in self.deletes:
                 if name not in names:
                     self.shell.user_ns.pop(name, None)

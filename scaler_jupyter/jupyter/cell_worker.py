@@ -25,6 +25,7 @@ import linecache
 import pickle
 import sys
 import traceback
+import types
 from typing import Any
 
 from scaler_jupyter import task_context
@@ -80,6 +81,7 @@ def run_cell(cell: Cell, values: Packed, extra: Packed | None = None) -> Packed:
     namespace.update(unpack(values, copy=extra is not None))  # --map: every run of a processor gets its own
     if extra is not None:
         namespace.update(unpack(extra))
+    rebind_globals(namespace, namespace)
     body, last = _compiled(cell.source, cell.filename, cell.last_expression)
     try:
         exec(body, namespace)
@@ -89,6 +91,37 @@ def run_cell(cell: Cell, values: Packed, extra: Packed | None = None) -> Packed:
         raise
     names = {name: namespace[name] for name in cell.returns if name in namespace}
     return _pack_outcome(names, value)
+
+
+def rebind_globals(values: dict[str, Any], namespace: dict[str, Any]) -> None:
+    """Make the notebook's functions (and their classes' methods) among ``values`` look names up in
+    ``namespace``, as they do in the notebook.
+
+    Pickled by value, a function arrives with a private copy of the globals it used
+    when it was pickled; in a cell that rebinds one of them, or in the notebook once a
+    function defined on a worker comes back, it would see stale values.
+    """
+    for name, value in values.items():
+        if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
+            values[name] = _rebound(value, namespace)
+        elif isinstance(value, type) and value.__module__ == "__main__":
+            for attribute, member in list(vars(value).items()):
+                if isinstance(member, types.FunctionType):
+                    setattr(value, attribute, _rebound(member, namespace))
+
+
+def _rebound(function: types.FunctionType, namespace: dict[str, Any]) -> types.FunctionType:
+    if function.__globals__ is namespace:
+        return function
+    rebound = types.FunctionType(function.__code__, namespace, function.__name__, function.__defaults__,
+                                 function.__closure__)
+    rebound.__kwdefaults__ = function.__kwdefaults__
+    rebound.__dict__.update(function.__dict__)
+    rebound.__qualname__ = function.__qualname__
+    rebound.__module__ = function.__module__
+    rebound.__doc__ = function.__doc__
+    rebound.__annotations__ = function.__annotations__
+    return rebound
 
 
 @functools.lru_cache(maxsize=64)

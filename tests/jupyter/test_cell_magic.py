@@ -87,6 +87,15 @@ def test_notebook_functions_and_classes_go_by_value(notebook):
     assert value_of(notebook, "(type(q).__name__, q.x)") == "('Point', 42)"
 
 
+def test_functions_see_the_namespace_they_run_in(notebook):
+    notebook.run(cell("factor = 2", "def scaled(x): return x * factor"))
+    notebook.run(cell("%%scaler", "factor = 10", "r = scaled(1)  # the notebook's function sees the cell's factor",
+                      "def tripled(x): return x * factor"))
+    assert value_of(notebook, "r") == "10"
+    notebook.run("factor = 3")
+    assert value_of(notebook, "tripled(1)") == "3"  # the cell's function sees the notebook's factor
+
+
 def test_outputs_option_brings_back_only_those_names(notebook):
     notebook.run("kept = dropped = None")
     notebook.run(cell("%%scaler -o kept", "kept = 1", "dropped = 2"))
