@@ -181,7 +181,7 @@ def display(*objs: Any, **kwargs: Any) -> None:
     computed here and streamed to the notebook, after what the cell printed so far."""
     for obj in objs:
         data, metadata = _format(obj, kwargs.get("raw", False))
-        message = json.dumps({"data": data, "metadata": metadata})
+        message = json.dumps({"data": data, "metadata": metadata}, default=str)
         if task_context.emit is not None:
             task_context.emit(DISPLAY_STREAM, message)
         else:  # not in a processor (a test calling run_cell directly): show the text
