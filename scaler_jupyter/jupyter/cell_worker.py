@@ -82,7 +82,7 @@ def run_cell(cell: Cell, values: Packed, extra: Packed | None = None) -> Packed:
     if extra is not None:
         namespace.update(unpack(extra))
     rebind_globals(namespace, namespace)
-    body, last = _compiled(cell.source, cell.filename, cell.last_expression)
+    body, last = _code(cell.source, cell.filename, cell.last_expression)
     try:
         exec(body, namespace)
         value = eval(last, namespace) if last is not None else None
@@ -124,16 +124,30 @@ def _rebound(function: types.FunctionType, namespace: dict[str, Any]) -> types.F
     return rebound
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled(source: str, filename: str, last_expression: bool):
-    """The cell's body and its last expression, compiled once per processor; its lines go to ``linecache``
-    so tracebacks show them."""
+def _code(source: str, filename: str, last_expression: bool):
+    """The cell's body and its last expression as code named ``filename``, whose lines go to ``linecache``
+    so that tracebacks show them. A cell run again (a new ``In [n]``) is renamed, not compiled again."""
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    tree = ast.parse(source, filename)
+    body, last = _compiled(source, last_expression)
+    return _renamed(body, filename), None if last is None else _renamed(last, filename)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(source: str, last_expression: bool):
+    tree = ast.parse(source, _UNNAMED)
     last = None
     if last_expression:
-        last = compile(ast.Expression(tree.body.pop().value), filename, "eval")
-    return compile(tree, filename, "exec"), last
+        last = compile(ast.Expression(tree.body.pop().value), _UNNAMED, "eval")
+    return compile(tree, _UNNAMED, "exec"), last
+
+
+_UNNAMED = "<cell>"
+
+
+def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
+    """``code`` and the code of the functions, classes and comprehensions it defines, named ``filename``."""
+    consts = tuple(_renamed(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    return code.replace(co_filename=filename, co_consts=consts)
 
 
 def _attach_cell_traceback(exc: BaseException, filename: str) -> None:

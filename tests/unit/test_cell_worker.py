@@ -65,3 +65,13 @@ def test_rebound_functions_look_names_up_in_the_given_namespace():
     namespace = {"factor": 7, "f": uses_factor}
     rebind_globals(namespace, namespace)
     assert namespace["f"](2) == 14 and namespace["f"].__qualname__ == uses_factor.__qualname__
+
+
+def test_a_cell_run_again_is_named_after_its_new_execution_count():
+    for count in (3, 4):
+        cell = Cell("\ndef f():\n    return 1 / 0\nf()", f"Cell In[{count}]", (), False)
+        with pytest.raises(ZeroDivisionError) as caught:
+            run_cell(cell, pack({}))
+        text = getattr(caught.value, TRACEBACK_ATTRIBUTE)
+        assert f'File "Cell In[{count}]", line 4, in <module>' in text
+        assert f'File "Cell In[{count}]", line 3, in f' in text and "return 1 / 0" in text
