@@ -34,9 +34,7 @@ import ast
 import copy
 import dataclasses
 import functools
-import io
 import symtable
-import tokenize
 
 __all__ = ["CellAnalysis", "analyze"]
 
@@ -60,21 +58,14 @@ def analyze(source: str) -> CellAnalysis:
     flow = _Flow()
     flow.statements(tree.body)
     deletes = tuple(name for name in flow.deleted if name not in flow.assigned)
-    last = bool(tree.body) and isinstance(tree.body[-1], ast.Expr) and not _ends_with_semicolon(source)
+    last = bool(tree.body) and isinstance(tree.body[-1], ast.Expr) and not _quieted(source, tree.body[-1])
     return CellAnalysis(tuple(flow.reads), tuple(flow.bound), deletes, flow.star_import, last)
 
 
-def _ends_with_semicolon(source: str) -> bool:
-    """True if the last token of the cell is ``;``: the notebook convention to show no value."""
-    last = None
-    try:
-        for token in tokenize.generate_tokens(io.StringIO(source).readline):
-            if token.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,
-                                  tokenize.DEDENT, tokenize.ENDMARKER):
-                last = token
-    except (tokenize.TokenError, SyntaxError):
-        return False
-    return last is not None and last.string == ";"
+def _quieted(source: str, last: ast.Expr) -> bool:
+    """True if a ``;`` follows the last expression: the notebook convention to show no value."""
+    line = source.splitlines()[last.end_lineno - 1]
+    return line.encode()[last.end_col_offset:].decode().lstrip().startswith(";")  # offsets count UTF-8 bytes
 
 
 class _Flow:

@@ -334,6 +334,8 @@ def test_the_last_expression_is_displayed_unless_it_ends_with_a_semicolon():
     assert not analyze("x = 1\nx;  # quiet").last_expression
     assert not analyze("x = 1").last_expression
     assert analyze("f(x)  # a comment; not a semicolon").last_expression
+    assert not analyze("label = 'é'\nf('ü', label) ;").last_expression  # offsets in bytes, not characters
+    assert analyze("x = 1; x").last_expression and not analyze("x; y = 1").last_expression
 
 
 def test_an_empty_cell():
