@@ -103,10 +103,9 @@ class Kernel:
                 output.comm_messages.append(content)
             elif kind == "status" and content["execution_state"] == "idle":
                 break
-        while True:  # the reply to this request: an earlier request's (kernel_info at start) may come first
+        reply = self.client.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
+        while reply["parent_header"].get("msg_id") != msg_id:  # e.g. a second kernel_info_reply of wait_for_ready
             reply = self.client.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
-            if reply["parent_header"].get("msg_id") == msg_id:
-                break
         output.status = reply["content"]["status"]
         output.elapsed = time.monotonic() - start
         return output
