@@ -54,7 +54,7 @@ def wait_for_stream(notebook, msg_id: str, text: str, timeout: float = 30.0) -> 
     raise AssertionError(f"the cell did not print {text!r} within {timeout:g}s")
 
 
-def wait_for_file(path) -> list[str]:
+def cell_lines_waiting_for(path) -> list[str]:
     """Cell lines that wait (30 s at most) for ``path`` to exist: the test decides when the task goes on."""
     return ["import os, time", "deadline = time.monotonic() + 30",
             f"while not os.path.exists({str(path)!r}) and time.monotonic() < deadline:", "    time.sleep(0.01)"]
@@ -145,7 +145,7 @@ def test_printed_output_reaches_the_cell(notebook):
 def test_output_streams_while_the_task_runs(notebook, tmp_path):
     go = tmp_path / "go"
     msg_id = notebook.client.execute(cell(
-        "%%scaler", "print('waiting', flush=True)", *wait_for_file(go), "print('released')",
+        "%%scaler", "print('waiting', flush=True)", *cell_lines_waiting_for(go), "print('released')",
     ))
     started = time.monotonic()
     wait_for_stream(notebook, msg_id, "waiting")  # printed before the task can end: it waits for the file
@@ -256,7 +256,7 @@ def test_interrupting_the_kernel_cancels_the_remote_task(notebook, observer):
 def test_no_wait_binds_a_future_and_sets_names_when_done(notebook, tmp_path):
     go = tmp_path / "go"
     out = notebook.run(cell(
-        "%%scaler --no-wait job", *wait_for_file(go), "answer = 42",
+        "%%scaler --no-wait job", *cell_lines_waiting_for(go), "answer = 42",
     ))
     assert out.error is None and out.result is None
     assert value_of(notebook, "(type(job).__name__, job.done(), 'answer' in dir())") == "('CellFuture', False, False)"
@@ -268,7 +268,7 @@ def test_no_wait_binds_a_future_and_sets_names_when_done(notebook, tmp_path):
 def test_no_wait_output_lands_in_its_own_cell(notebook, tmp_path):
     go = tmp_path / "go"
     first = notebook.client.execute(cell(
-        "%%scaler --no-wait later", *wait_for_file(go), "print('from the first cell')",
+        "%%scaler --no-wait later", *cell_lines_waiting_for(go), "print('from the first cell')",
     ))
     notebook.collect(first, time.monotonic(), 30)  # the first cell is done; its task still runs
     go.touch()
