@@ -39,6 +39,7 @@ bench: $(VENV)/.bench  ## side-by-side measurements against the peers
 	$(PY) benchmarks/parfun_wordcount.py
 	$(PY) benchmarks/client_results.py
 	$(PY) benchmarks/notebook_cluster.py
+	$(PY) benchmarks/notebook.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

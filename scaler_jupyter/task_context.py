@@ -8,11 +8,16 @@ tasks are.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 SCHEDULER_ENV = "SCALER_JUPYTER_SCHEDULER"
 KEYS_ENV = "SCALER_JUPYTER_KEYS"
 
 current_task_id: int | None = None
+
+# Set by the processor: send ``text`` on a named stream to the running task's client, after what the task
+# printed so far. Streams are ``stdout``, ``stderr``, or one the client knows (``%%scaler``: ``display``).
+emit: Callable[[str, str], None] | None = None
 
 
 def scheduler_address() -> str | None:

@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from scaler_jupyter import task_context
+from scaler_jupyter import task_context, task_origin
 from scaler_jupyter.client import graph as graphs
 from scaler_jupyter.client import graph_message
 from scaler_jupyter.client.connection import Connection
@@ -473,7 +473,7 @@ class Client(concurrent.futures.Executor):
         if self._deleted_objects and not self._deleted_objects.isdisjoint(refs):
             raise DeletedObjectError(_which_argument_is_deleted(fn, args, kwargs, self._deleted_objects))
         return TaskSpec(next(self._task_ids), function_id, payload, refs, self._serializer_id, tags, priority,
-                        task_context.current_task_id, self._environment.ids())
+                        task_context.current_task_id, self._environment.ids(), task_origin.current)
 
     def _cancel(self, task_id: int) -> None:
         self._cancel_many([task_id])

@@ -127,7 +127,7 @@ class Delivery:
             if type(item) is Results:
                 self._deliver(item.results)
             elif type(item) is Output:
-                _write(item)
+                self._write(item)
             elif type(item) is _Lost:
                 self._end(lambda task_id, sink: sink.lose(task_id, item.error))
             elif type(item) is _CancelAll:
@@ -137,6 +137,20 @@ class Delivery:
         except Exception:
             logger.exception("delivering %s failed", type(item).__name__)
         return True
+
+    def _write(self, message: Output) -> None:
+        """Replay what a task printed: where its sink says (a notebook cell), else on this process's stdout or
+        stderr."""
+        for line in message.lines:
+            with self._condition:
+                sink = self._sinks.get(line.task_id)
+            write = getattr(sink, "on_output", None)
+            if write is not None:
+                write(line.stream, line.text)
+                continue
+            stream = sys.stderr if line.stream == "stderr" else sys.stdout
+            stream.write(line.text)
+            stream.flush()
 
     def _deliver(self, results: list) -> None:
         with self._condition:
@@ -165,11 +179,3 @@ def _call(function: Callable, *args) -> None:
         function(*args)
     except Exception:
         logger.exception("a result's sink or listener failed")
-
-
-def _write(message: Output) -> None:
-    """Replay what a task printed on this process's stdout or stderr."""
-    for line in message.lines:
-        stream = sys.stderr if line.stream == "stderr" else sys.stdout
-        stream.write(line.text)
-        stream.flush()

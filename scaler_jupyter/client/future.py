@@ -14,12 +14,15 @@ class Future(concurrent.futures.Future):
     It stays pending until the task ends (the client does not learn when a worker
     starts it), so ``cancel()`` works on a running task too: the worker stops it.
     ``profile`` holds the task's wall time, CPU time and peak memory once done.
+    ``on_output``, if set, receives what the task prints, as ``(stream, text)``, in the client's delivery
+    thread, instead of this process's stdout and stderr.
     """
 
     def __init__(self, task_id: int, on_cancel: Callable[[int], None]) -> None:
         super().__init__()
         self.task_id = task_id
         self.profile: dict | None = None
+        self.on_output: Callable[[str, str], None] | None = None
         self._on_cancel = on_cancel
 
     def cancel(self) -> bool:

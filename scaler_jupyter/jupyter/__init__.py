@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from scaler_jupyter import task_origin
+
 
 def load_ipython_extension(ipython) -> None:
     """Called by ``%load_ext scaler_jupyter``: the magics, and the cluster widget as the display of
@@ -14,6 +16,7 @@ def load_ipython_extension(ipython) -> None:
     formatter = ipython.display_formatter.mimebundle_formatter
     for cls in (Client, LocalCluster):
         formatter.for_type(cls, mimebundle)
+    ipython.events.register("pre_run_cell", _record_cell)
 
 
 def unload_ipython_extension(ipython) -> None:
@@ -26,3 +29,13 @@ def unload_ipython_extension(ipython) -> None:
     formatter = ipython.display_formatter.mimebundle_formatter
     for cls in (Client, LocalCluster):
         formatter.pop(cls, None)
+    ipython.events.unregister("pre_run_cell", _record_cell)
+    task_origin.current = None
+
+
+def _record_cell(info) -> None:
+    """Label the tasks the cell about to run submits with it: ``Client.status()`` and the panels show it."""
+    from IPython import get_ipython  # not at the top: workers import this package to run %%scaler cells
+
+    shell = get_ipython()
+    task_origin.current = task_origin.cell_label(shell.execution_count, info.raw_cell or "")

@@ -115,6 +115,7 @@ class TaskSpec:
     # objects that set the processor up before the task loads: the caller's import path, modules shipped by
     # value (see scaler_jupyter/import_environment.py); the same list for every task while they do not change
     environment: list[bytes] = dataclasses.field(default_factory=list)
+    origin: str | None = None  # what submitted it, e.g. the notebook cell "In [5]: x = f(3)" (task_origin.py)
 
 
 def needed_objects(spec: TaskSpec) -> list[bytes]:

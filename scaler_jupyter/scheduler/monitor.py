@@ -50,6 +50,9 @@ busy on two cores reads 200).
     - ``id`` (int): the client's number; ``name``, ``host`` (str); ``pid`` (int).
     - ``tasks`` (int): its live tasks (pending or assigned).
     - ``submitted``, ``done`` (int, cumulative): tasks it submitted, and those that ended.
+    - ``origins`` (dict): origin label -> its live tasks (pending or assigned), for the origins that
+      have some. A task's origin is what submitted it, such as the notebook cell
+      ``"In [5]: x = simulate(3)"`` (``scaler_jupyter.task_origin``); tasks without one are not counted.
 - ``graphs`` (list), for DAG panels: the last few graphs to end (``graphs.FINISHED_KEPT``), then every
   running graph, each group oldest first. Each a dict:
     - ``id`` (int): the graph's number, unique per client; ``client`` (int): its client's ``id``.
@@ -197,7 +200,7 @@ def build_snapshot(state: SchedulerState, now: float) -> dict:
         "workers": workers,
         "clients": [
             {"id": c.number, "name": c.name, "host": c.host, "pid": c.pid,
-             "tasks": len(c.tasks), "submitted": c.submitted, "done": c.done}
+             "tasks": len(c.tasks), "submitted": c.submitted, "done": c.done, "origins": dict(c.origins)}
             for c in state.clients.values()
         ],
         "graphs": [_graph_entry(g, state, epoch) for g in [*state.finished_graphs, *state.graphs.values()]],

@@ -146,6 +146,7 @@ class ClientInfo:
     objects: set[bytes] = dataclasses.field(default_factory=set)
     submitted: int = 0
     done: int = 0
+    origins: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # live tasks by origin
 
 
 @dataclasses.dataclass(slots=True)
@@ -311,6 +312,8 @@ class SchedulerState:
                 self.objects.hold(object_id)
             self.tasks[spec.task_id] = task
             client.tasks.add(spec.task_id)
+            if spec.origin is not None:
+                client.origins[spec.origin] += 1
             task.order = self.pending.push(spec.task_id, task.tags, spec.priority, spec.parent_id is not None)
             if spec.parent_id is not None:
                 self._mark_blocked(spec.parent_id)
@@ -353,6 +356,8 @@ class SchedulerState:
             task = Task(spec, peer, frozenset(spec.tags) if spec.tags else _NO_TAGS, spec.args.nbytes, graph=graph)
             self.tasks[spec.task_id] = task
             client.tasks.add(spec.task_id)
+            if spec.origin is not None:
+                client.origins[spec.origin] += 1
             if node.dependencies:
                 task.state = TaskState.WAITING
             else:
@@ -761,6 +766,11 @@ class SchedulerState:
         if client is not None:
             client.tasks.discard(task_id)
             client.done += 1
+            origin = task.spec.origin
+            if origin is not None and origin in client.origins:
+                client.origins[origin] -= 1
+                if not client.origins[origin]:
+                    del client.origins[origin]
         wanted = task.graph is None or self._graph_task_done(task, result)
         if client is not None and wanted:
             self._reply(task.client, result)

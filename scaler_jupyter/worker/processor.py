@@ -129,6 +129,13 @@ class Processor:
         with self._send_lock:
             self._channel.send(encode(message), block=True)
 
+    def _emit(self, stream: str, text: str) -> None:
+        """``task_context.emit``: what the task printed goes first, so its client sees the order it wrote."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if task_context.current_task_id is not None:
+            self.send(Output([OutputLine(task_context.current_task_id, stream, text)]))
+
     def run(self) -> None:
         """Run tasks until the agent says stop or goes away."""
         self.send(Heartbeat(0.0, 0, 0, 0))  # ready: imports done
@@ -136,6 +143,7 @@ class Processor:
         stdout, stderr = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _TaskStream(self, "stdout"), _TaskStream(self, "stderr")
         threading.Thread(target=self._send_late_results, name="late-results", daemon=True).start()
+        task_context.emit = self._emit
         try:
             while self._running:
                 self._receive(block=not self._queue)

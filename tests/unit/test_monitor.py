@@ -41,7 +41,7 @@ FORMAT = {
     "tasks": {key: None for key in ("pending", "assigned", "queued", "running", "held", "finished")},
     "workers": [{key: None for key in ("id", "name", "host", "pid", "tags", "processors", "cpu", "memory",
                                        "queued", "running", "done", "heartbeat_lag")}],
-    "clients": [{key: None for key in ("id", "name", "host", "pid", "tasks", "submitted", "done")}],
+    "clients": [{**{key: None for key in ("id", "name", "host", "pid", "tasks", "submitted", "done")}, "origins": {}}],
     "graphs": None,
     "unmatched": None,
 }

@@ -36,7 +36,8 @@ SERIALIZER_ID = b"s" * 16
 
 
 def full_spec() -> TaskSpec:
-    return TaskSpec(7, FUNCTION_ID, Payload([b"args", b"buffer"]), [OBJECT_ID], SERIALIZER_ID, ["gpu"], 3, 5)
+    return TaskSpec(7, FUNCTION_ID, Payload([b"args", b"buffer"]), [OBJECT_ID], SERIALIZER_ID, ["gpu"], 3, 5,
+                    "In [4]: x = simulate(3)")
 
 
 def bare_spec() -> TaskSpec:
