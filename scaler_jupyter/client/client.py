@@ -513,7 +513,7 @@ class Client(concurrent.futures.Executor):
         except Exception as exc:
             raise SerializationError(_which_argument_fails(fn, args, kwargs, self.serializer, exc)) from exc
         return TaskSpec(next(self._task_ids), function_id, payload, refs, self._serializer_id, tags, priority,
-                        task_context.current_task_id)
+                        task_context.current_task_id, name=getattr(fn, "__qualname__", type(fn).__name__))
 
     def _cancel(self, task_id: int) -> None:
         self._cancel_many([task_id])

@@ -111,6 +111,7 @@ class TaskSpec:
     tags: list[str]
     priority: int
     parent_id: int | None
+    name: str = ""  # what the task runs (the function's qualified name), for the monitor's task stream
 
 
 def needed_objects(spec: TaskSpec) -> list[bytes]:

@@ -31,6 +31,7 @@ import enum
 import itertools
 import logging
 import math
+import re
 import time
 
 from scaler_jupyter.protocol import (
@@ -116,6 +117,22 @@ class Task:
     graph: Graph | None = None
 
 
+@dataclasses.dataclass(slots=True, frozen=True)
+class FinishedTask:
+    """A task a worker finished, for the monitor's task stream; times are the state's clock."""
+
+    task_id: int
+    worker: int  # the worker's number
+    name: str  # the function's name, or a graph task's key
+    origin: str | None  # what submitted it (a notebook cell), if known
+    start: float
+    end: float
+    status: str
+
+
+RECENT_TASKS = 256  # finished tasks kept for the monitor's task stream (bounded: a snapshot stays small)
+
+
 @dataclasses.dataclass(slots=True)
 class ClientInfo:
     number: int
@@ -178,6 +195,7 @@ class SchedulerState:
         self._assigned: dict[bytes, list[TaskSpec]] = {}
         self._deleted: dict[bytes, list[bytes]] = {}  # objects workers may drop, coalesced per worker
         self._finished = 0
+        self.recent_tasks: collections.deque[FinishedTask] = collections.deque(maxlen=RECENT_TASKS)
         self._next_balance = self.started
         self._someone_idle = False  # a worker ran out of work since the last flush: balance then, not a tick later
         self.stopping = False  # a client shut the cluster down: the loop sends what is flushed, then stops
@@ -539,6 +557,10 @@ class SchedulerState:
                     self._requeue(task)
                     continue
             worker.done += 1
+            wall = result.profile[0] if result.profile else 0.0
+            self.recent_tasks.append(FinishedTask(
+                result.task_id, worker.number, task.spec.name or _graph_key(task), getattr(task.spec, "origin", None),
+                now - wall, now, _STATUS_NAMES.get(result.status, "unknown")))
             self._finish(task, result)
         if walls:
             self._learn_task_time(worker, sum(walls) / len(walls))
@@ -717,6 +739,18 @@ class SchedulerState:
 
 _MAX_REPORTED = 1 << 53  # no real pid, memory size or count is larger
 _MAX_PROCESSORS = 4096
+
+
+def _graph_key(task: Task) -> str:
+    """What a graph task's key says it runs: ``inc-1f3a`` and ``('inc-1f3a', 0)`` read ``inc``."""
+    if task.graph is None:
+        return ""
+    key = task.graph.keys[task.graph.index[task.spec.task_id]]
+    return _KEY_NAME.match(key).group(1)
+
+
+_KEY_NAME = re.compile(r"[(\s'\"]*([^-@'\",]*)")
+_STATUS_NAMES = {status.value: status.name.lower() for status in Status}
 
 
 def _clamp(value, low, high):
