@@ -46,11 +46,14 @@ from bokeh.layouts import row
 from bokeh.models import (
     CategoricalColorMapper,
     ColumnDataSource,
+    CustomJS,
     DataRange1d,
+    Div,
     FactorRange,
     HoverTool,
     LayoutDOM,
     Span,
+    TapTool,
 )
 from bokeh.palettes import Category20
 from bokeh.plotting import figure
@@ -59,7 +62,7 @@ from jupyter_bokeh import BokehModel
 
 from scaler_jupyter import monitor
 from scaler_jupyter.pargraph import drawing
-from scaler_jupyter.pargraph.model import Graph, base_key
+from scaler_jupyter.pargraph.model import Graph
 
 logger = logging.getLogger(__name__)
 
@@ -146,16 +149,15 @@ def throughput_row(snapshot: Mapping) -> dict[str, list]:
     }
 
 
-def graph_entry(graph: Graph, snapshot: Mapping) -> Mapping | None:
-    """The snapshot's entry for a run of ``graph``: the newest graph whose tasks are ``graph``'s (by their
-    keys), or for graphs too large to list their tasks, the newest of the same name; None if none."""
-    keys = set(graph.task_keys().values())
+def graph_entry(graph: Graph, snapshot: Mapping) -> tuple[Mapping, dict[str, str]] | None:
+    """The snapshot's newest run of ``graph`` and its nodes' states: the newest graph entry that has tasks of
+    ``graph`` (by their keys), or for graphs too large to list their tasks, the newest of the same name."""
     for entry in reversed(snapshot.get("graphs", [])):  # oldest first in the snapshot
-        tasks = entry.get("tasks")
-        if tasks is not None and keys & {base_key(key) for key in tasks}:
-            return entry
-        if tasks is None and entry.get("name") == graph.name:
-            return entry
+        if entry.get("tasks") is None and entry.get("name") != graph.name:
+            continue
+        states = drawing.states_from_snapshot(graph, entry)
+        if states or entry.get("tasks") is None:
+            return entry, states
     return None
 
 
@@ -475,13 +477,43 @@ def graph(graph_or_run: Any, client: Any, *, explode: bool = False) -> LivePanel
         raise TypeError(f"panels.graph draws a pargraph Graph (or what has one as .graph), not {graph_or_run!r}")
     plot = drawing.figure(g, {}, explode=explode)
     source = plot.select_one({"name": drawing.VERTICES})
+    source.data["arguments"] = node_arguments(g.explode_subgraphs() if explode else g, source.data["id"])
+    details = Div(text=_CLICK_HINT, width=260, styles={"font-size": "9pt"})
+    plot.add_tools(TapTool(renderers=[r for r in plot.renderers if str(r.name or "").startswith("pargraph-")]))
+    source.selected.js_on_change("indices", CustomJS(args={"source": source, "details": details, "hint": _CLICK_HINT},
+                                                     code=_SHOW_DETAILS))
 
     def apply(snapshot: Mapping) -> None:
-        entry = graph_entry(g, snapshot)
-        if entry is not None:
-            drawing.update_states(source, g, drawing.states_from_snapshot(g, entry))
+        found = graph_entry(g, snapshot)
+        if found is not None:
+            drawing.update_states(source, g, found[1])
 
-    return LivePanel("graph", plot, source, _feed(client), apply)
+    return LivePanel("graph", row(plot, details), source, _feed(client), apply)
+
+
+_CLICK_HINT = "<i>Click a node: its function, arguments and state.</i>"
+# in the browser, on a click: the clicked vertex's row of the source, as a small table beside the drawing
+_SHOW_DETAILS = """
+const i = source.selected.indices[0]
+if (i === undefined) { details.text = hint; return }
+const d = source.data
+const esc = (t) => String(t).replace(/&/g, "&amp;").replace(/</g, "&lt;")
+const rows = [["vertex", d.label[i]], ["kind", d.kind[i]], ["function", d.function[i]],
+              ["arguments", d.arguments[i]], ["details", d.details[i]], ["state", d.state[i]]]
+details.text = "<table>" + rows.filter((r) => r[1]).map(
+    (r) => "<tr><th style='text-align:left'>" + r[0] + "</th><td>" + esc(r[1]) + "</td></tr>").join("") + "</table>"
+"""
+
+
+def node_arguments(graph: Graph, vertex_ids: list[str]) -> list[str]:
+    """For each vertex of a drawing, what its node reads (the names of its inputs, constants and nodes); ``""``
+    for the vertices that are not nodes."""
+    arguments = []
+    for vertex in vertex_ids:
+        kind, _, key = vertex.partition(":")
+        node = graph.nodes.get(key) if kind == "node" else None
+        arguments.append("" if node is None else ", ".join(dict.fromkeys(ref.name for ref in node.refs())))
+    return arguments
 
 
 def partition_model(function: Any) -> LivePanel:

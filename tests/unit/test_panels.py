@@ -99,10 +99,12 @@ def test_a_graph_run_is_found_by_its_task_keys_and_coloured_by_state():
     entry = {"id": 3, "client": 0, "name": "whatever", "state": "running", "started": 1.0, "total": len(keys),
              "counts": {}, "tasks": {f"{key}@token": "done" for key in keys[:-1]} | {f"{keys[-1]}@token": "running"}}
     other = {"id": 4, "client": 0, "name": "other", "state": "running", "tasks": {"unrelated@x": "ready"}}
-    assert panels.graph_entry(g, snapshot(graphs=[entry, other])) is entry
+    found, states = panels.graph_entry(g, snapshot(graphs=[entry, other]))
+    assert found is entry and sorted(states.values()) == ["done"] * (len(keys) - 1) + ["running"]
     assert panels.graph_entry(g, snapshot(graphs=[other])) is None
     big = {"id": 5, "client": 0, "name": g.name, "state": "done"}  # too large to list its tasks: by name
-    assert panels.graph_entry(g, snapshot(graphs=[big])) is big
+    found, states = panels.graph_entry(g, snapshot(graphs=[big]))
+    assert found is big and set(states.values()) == {"done"}
 
 
 def test_a_partition_model_panel_follows_its_function_outside_a_kernel():
@@ -129,3 +131,14 @@ def test_a_partition_model_panel_follows_its_function_outside_a_kernel():
     finally:
         panel.close()
 
+
+
+def test_each_node_of_a_drawing_lists_what_it_reads():
+    g = pipeline.to_graph()
+    ids = ["input:x", *[f"node:{key}" for key in g.nodes]]
+    arguments = panels.node_arguments(g, ids)
+    assert arguments[0] == ""  # an input reads nothing
+    reads = dict(zip(ids[1:], arguments[1:], strict=True))
+    add_node = next(vertex for vertex in reads if "add" in vertex)
+    assert len(reads[add_node].split(", ")) == 2  # the two doubles
+    assert any(read == "x" for read in reads.values())  # the first double reads the input
