@@ -17,6 +17,8 @@ State:
   tasks that need it (:class:`ObjectStore`).
 - ``graphs``: (client, graph id) -> :class:`Graph`, the dependencies of every
   running graph (``graphs.py``); ``finished_graphs``: the last few that ended.
+- ``recent_tasks``: the last ``RECENT_TASKS`` tasks workers finished (:class:`FinishedTask`), for the
+  monitor's task stream.
 
 A task is ``WAITING`` (a graph task whose dependencies are not all done),
 ``PENDING`` (in ``pending``) or ``ASSIGNED`` (in one worker's queue), and leaves
