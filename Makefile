@@ -37,6 +37,7 @@ bench: $(VENV)/.bench  ## side-by-side measurements against the peers
 	$(PY) benchmarks/graphs.py
 	$(PY) benchmarks/pargraph.py
 	$(PY) benchmarks/parfun_wordcount.py
+	$(PY) benchmarks/notebook_panels.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
