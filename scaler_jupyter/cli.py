@@ -20,6 +20,7 @@ def _scheduler(args: argparse.Namespace) -> None:
 
     config = SchedulerConfig(worker_timeout=args.worker_timeout, client_timeout=args.client_timeout,
                              max_retries=args.max_retries, max_waiting=args.max_waiting,
+                             no_worker_grace=args.no_worker_grace, no_worker_timeout=args.no_worker_timeout,
                              balance_interval=args.balance_interval,
                              monitor_address=args.monitor_address, monitor_interval=args.monitor_interval,
                              keys=args.keys, protected=args.protected)
@@ -133,6 +134,13 @@ def parser() -> argparse.ArgumentParser:
                            help="crashes of its processor before a task fails (default %(default)s)")
     scheduler.add_argument("--max-waiting", type=int, default=defaults.max_waiting,
                            help="waiting tasks beyond which submit fails with NoWorkerError (default %(default)s)")
+    scheduler.add_argument("--no-worker-grace", type=float, default=defaults.no_worker_grace,
+                           help="seconds tasks may wait for tags no connected worker offers (or for any worker, "
+                                "with none connected) before their clients are warned and the monitor lists them "
+                                "(default %(default)s)")
+    scheduler.add_argument("--no-worker-timeout", type=float, default=defaults.no_worker_timeout,
+                           help="seconds after which such tasks fail with NoWorkerError; 0: they wait for a "
+                                "worker to come (default %(default)s)")
     scheduler.add_argument("--monitor-address", default=None,
                            help="where to publish the monitor feed (default: the scheduler's port + 1, "
                                 "or any free port if the scheduler's port is 0)")

@@ -9,11 +9,14 @@ import select
 import subprocess
 import time
 import weakref
+from collections.abc import Callable
 
+from scaler_jupyter import monitor
 from scaler_jupyter.processes import spawn, stop
 from scaler_jupyter.security import ClusterKeys
 
 _live: weakref.WeakSet = weakref.WeakSet()
+_DEATH_CHECK = 0.1  # seconds between looks at the worker processes while waiting for them to join
 
 
 @atexit.register
@@ -72,7 +75,9 @@ class LocalCluster:
         return len(self._workers)
 
     def scale(self, n: int, wait: bool = True) -> None:
-        """Run ``n`` workers: start new ones, or stop the newest (their queued tasks go to the others)."""
+        """Run ``n`` workers: start new ones, or stop the newest (their queued tasks go to the others).
+
+        With ``wait``, return once the scheduler counts exactly ``n`` workers."""
         while len(self._workers) > n:
             stop(self._workers.pop())
         while len(self._workers) < n:
@@ -82,21 +87,31 @@ class LocalCluster:
                 args += ["--tags", ",".join(self.tags)]
             self._workers.append(spawn([*args, *self._worker_args]))
         if wait:
-            self.wait_for_workers(n)
+            self._wait_for(lambda count: count == n, f"exactly {n}")
 
-    def wait_for_workers(self, n: int) -> None:
-        """Block until the scheduler counts exactly ``n`` workers."""
-        from scaler_jupyter.client import Client
+    def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
+        """Block until at least ``n`` workers are connected to the scheduler, as ``Client.wait_for_workers``.
 
-        deadline = time.monotonic() + self.timeout
-        with Client(self.address, timeout=self.timeout, name="local-cluster", keys=self.keys) as client:
-            while len(client.status()["workers"]) != n:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{n} workers did not join {self.address} within {self.timeout:.0f}s")
+        Raises ``TimeoutError`` after ``timeout`` seconds (default: the cluster's ``timeout``), and
+        ``RuntimeError`` at once if one of this cluster's worker processes exited.
+        """
+        self._wait_for(lambda count: count >= n, f"at least {n}", timeout)
+
+    def _wait_for(self, enough: Callable[[int], bool], what: str, timeout: float | None = None) -> None:
+        """Watch the monitor feed until ``enough(number of workers)``; the scheduler publishes at once
+        when a worker joins or leaves, so this takes no polling."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        with monitor.subscribe(self.address, self.keys, timeout, monitor_address=self.monitor_address) as feed:
+            while True:
+                snapshot = feed.latest(min(_DEATH_CHECK, max(0.0, deadline - time.monotonic())))
+                if snapshot is not None and enough(len(snapshot["workers"])):
+                    return
                 dead = [w.pid for w in self._workers if w.poll() is not None]
                 if dead:
                     raise RuntimeError(f"worker processes {dead} exited at start; see their log above")
-                time.sleep(0.02)
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{what} workers did not join {self.address} within {timeout:g}s")
 
     def close(self) -> None:
         """Stop every worker, then the scheduler."""

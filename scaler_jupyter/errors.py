@@ -54,3 +54,7 @@ class RemoteError(ScalerJupyterError):
 
 class GraphError(ScalerJupyterError, ValueError):
     """A task graph cannot run: it has a cycle, or asks for a key it does not define. Nothing of it ran."""
+
+
+class NoWorkerWarning(UserWarning):
+    """Tasks wait for tags no connected worker offers, or for any worker when none is connected."""

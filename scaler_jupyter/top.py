@@ -1,12 +1,11 @@
 """``scaler-jupyter top ADDRESS``: a live terminal table of a scheduler's monitor feed, like ``top``.
 
-Where the feed is: unless ``--monitor-address`` says, ``top`` asks the scheduler at
-ADDRESS for one snapshot (a ``StatusRequest``, answered without joining as a
-client), which names the feed's address and is drawn at once. Then it subscribes
-to the feed (see ``scaler_jupyter.scheduler.monitor``) and redraws on every
-snapshot, and once a second regardless so a silent scheduler shows as such.
-Against a scheduler started with ``--keys``, both sockets need the cluster's keys
-(``top --keys DIR``), as every client does.
+``top`` watches the scheduler as everything else does, through
+``scaler_jupyter.monitor.subscribe``: the scheduler's answer is drawn at once,
+then every snapshot of the feed, and the screen is redrawn once a second
+regardless so a silent scheduler shows as such. ``--monitor-address`` names the
+feed where the scheduler's own answer cannot (a feed behind another address).
+Against a scheduler started with ``--keys``, ``top --keys DIR`` as every client.
 
 Keys sort the worker table (``SORT_KEYS``; the same key again reverses the order)
 and ``q`` quits. The terminal is put in cbreak mode, so keys arrive one at a time
@@ -31,11 +30,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from scaler_jupyter.errors import AuthenticationError, KeysError, ProtocolError
-from scaler_jupyter.protocol import Rejected, StatusReply, StatusRequest, decode
-from scaler_jupyter.protocol.transport import send
-from scaler_jupyter.scheduler.monitor import TOPIC, decode_snapshot
-from scaler_jupyter.security import ClusterKeys, HandshakeWatch, load_keys
+from scaler_jupyter.errors import KeysError, ProtocolError
+from scaler_jupyter.monitor import subscribe
 
 # key -> (worker field, what the footer calls it, largest first)
 SORT_KEYS: dict[str, tuple[str, str, bool]] = {
@@ -50,7 +46,6 @@ SORT_KEYS: dict[str, tuple[str, str, bool]] = {
 }
 QUIT = "q"
 STALE_AFTER = 3.0  # seconds without a snapshot before the header says so
-_WILDCARD_HOSTS = ("0.0.0.0", "*", "[::]", "::", "")
 _ROWS_AROUND_TABLE = 9  # header, table borders, footer: what the worker rows must leave room for
 
 
@@ -163,79 +158,6 @@ def _duration(seconds: float) -> str:
     return f"{days}d {clock}" if days else clock
 
 
-# ---------------------------------------------------------------------------
-# Talking to the scheduler
-
-
-def request_snapshot(address: str, timeout: float, context: zmq.Context | None = None,
-                     keys: ClusterKeys | None = None) -> dict:
-    """Ask the scheduler at ``address`` for one snapshot, without joining it as a client."""
-    ctx = context or zmq.Context.instance()
-    socket = ctx.socket(zmq.DEALER)
-    socket.setsockopt(zmq.LINGER, 0)
-    if keys is not None:
-        keys.connect(socket)
-    handshakes = HandshakeWatch(socket, keyed=keys is not None)
-    poller = zmq.Poller()
-    poller.register(socket, zmq.POLLIN)
-    poller.register(handshakes.socket, zmq.POLLIN)
-    try:
-        socket.connect(address)
-        send(socket, StatusRequest(1))
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            events = dict(poller.poll(remaining * 1000))
-            if handshakes.socket in events:
-                handshakes.read()
-                if handshakes.definite:
-                    raise AuthenticationError(f"cannot join the scheduler at {address}: {handshakes.failure}")
-            if socket not in events:
-                continue
-            try:
-                message = decode(socket.recv_multipart())
-            except ProtocolError as exc:
-                raise ConnectionError(f"{address} does not speak this version's protocol ({exc})") from None
-            if isinstance(message, StatusReply):
-                return message.snapshot
-            if isinstance(message, Rejected):
-                raise ConnectionError(f"the scheduler at {address} refused: {message.reason}")
-        if handshakes.failure is not None:
-            raise TimeoutError(f"could not join the scheduler at {address} within {timeout:g}s: "
-                               f"{handshakes.failure}")
-        raise TimeoutError(f"no scheduler answered at {address} within {timeout:g}s: "
-                           "check the address, and that the scheduler runs")
-    finally:
-        handshakes.close()
-        socket.close()
-
-
-def feed_address(snapshot: dict, scheduler_address: str) -> str | None:
-    """Where the snapshot says the feed is, reachable from here (a wildcard host becomes the scheduler's host).
-
-    None if the snapshot does not say.
-    """
-    published = snapshot.get("scheduler", {}).get("monitor_address")
-    if not published:
-        return None
-    scheme, _, rest = published.partition("://")
-    host, _, port = rest.rpartition(":")
-    if scheme == "tcp" and host in _WILDCARD_HOSTS:
-        host = scheduler_address.partition("://")[2].rpartition(":")[0]
-        return f"tcp://{host}:{port}"
-    return published
-
-
-def _latest(socket: zmq.Socket) -> dict | None:
-    """The newest snapshot waiting on the feed socket (older ones are skipped), or None."""
-    latest = None
-    while True:
-        try:
-            frames = socket.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            return latest
-        latest = decode_snapshot(frames) or latest
-
-
 @contextlib.contextmanager
 def _cbreak(fd: int | None) -> Iterator[None]:
     """Keys one at a time, unechoed, for the block; the terminal as it was afterwards."""
@@ -258,52 +180,30 @@ def run_top(address: str, monitor_address: str | None = None, timeout: float = 1
     """
     console = console or Console(highlight=False)
     try:
-        cluster_keys = load_keys(keys)
-    except KeysError as exc:
+        feed = subscribe(address, keys, timeout, monitor_address=monitor_address)
+    except (KeysError, TimeoutError, ConnectionError, ProtocolError, ValueError) as exc:
         print(f"scaler-jupyter top: {exc}", file=sys.stderr)
         return 1
-    context = zmq.Context()
-    feed = context.socket(zmq.SUB)
-    feed.setsockopt(zmq.LINGER, 0)
-    feed.setsockopt(zmq.SUBSCRIBE, TOPIC)
-    if cluster_keys is not None:
-        cluster_keys.connect(feed)
     try:
-        try:
-            first = request_snapshot(address, timeout, context, cluster_keys)
-            monitor_address = monitor_address or feed_address(first, address)
-            if monitor_address is None:
-                raise ConnectionError(f"the scheduler at {address} does not say where its monitor feed is: "
-                                      "give --monitor-address")
-            feed.connect(monitor_address)
-        except (TimeoutError, ConnectionError) as exc:
-            print(f"scaler-jupyter top: {exc}", file=sys.stderr)
-            return 1
-        except zmq.ZMQError as exc:
-            print(f"scaler-jupyter top: cannot connect ({exc}): an address reads like tcp://host:port",
-                  file=sys.stderr)
-            return 1
-        view = TopView(address, first, time.monotonic())
-        keys = sys.stdin.fileno() if sys.stdin.isatty() else None
-        poller = zmq.Poller()
-        poller.register(feed, zmq.POLLIN)
-        if keys is not None:
-            poller.register(keys, zmq.POLLIN)
-        with _cbreak(keys), Live(render(view, time.monotonic(), console.height), console=console, screen=True,
-                                 auto_refresh=False, redirect_stdout=False, redirect_stderr=False) as live:
-            while True:
-                events = dict(poller.poll(1000))
-                if keys in events:
-                    typed = os.read(keys, 64).decode(errors="ignore")
-                    if not typed or not all(view.press(key) for key in typed):  # EOF: the terminal went
-                        return 0
-                if feed in events:
-                    snapshot = _latest(feed)
+        with feed:
+            view = TopView(address, feed.latest(), time.monotonic())
+            typed_fd = sys.stdin.fileno() if sys.stdin.isatty() else None
+            poller = zmq.Poller()
+            poller.register(feed.socket, zmq.POLLIN)
+            if typed_fd is not None:
+                poller.register(typed_fd, zmq.POLLIN)
+            with _cbreak(typed_fd), Live(render(view, time.monotonic(), console.height), console=console,
+                                         screen=True, auto_refresh=False, redirect_stdout=False,
+                                         redirect_stderr=False) as live:
+                while True:
+                    events = dict(poller.poll(1000))
+                    if typed_fd in events:
+                        typed = os.read(typed_fd, 64).decode(errors="ignore")
+                        if not typed or not all(view.press(key) for key in typed):  # EOF: the terminal went
+                            return 0
+                    snapshot = feed.latest()
                     if snapshot is not None:
                         view.snapshot, view.received = snapshot, time.monotonic()
-                live.update(render(view, time.monotonic(), console.height), refresh=True)
+                    live.update(render(view, time.monotonic(), console.height), refresh=True)
     except KeyboardInterrupt:
         return 130
-    finally:
-        feed.close()
-        context.term()

@@ -13,7 +13,7 @@ import psutil
 import zmq
 
 from scaler_jupyter import Client
-from scaler_jupyter.scheduler.monitor import TOPIC
+from scaler_jupyter.protocol.feed import TOPIC
 from scaler_jupyter.security import ClusterKeys, HandshakeWatch
 
 

@@ -10,6 +10,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -22,6 +23,7 @@ from scaler_jupyter.errors import (
     AuthenticationError,
     ConnectionLostError,
     NoWorkerError,
+    NoWorkerWarning,
     SerializationError,
     ShutdownRefusedError,
     TaskCrashedError,
@@ -49,6 +51,7 @@ from scaler_jupyter.protocol import (
     SubmitGraph,
     TaskResult,
     TaskSpec,
+    TaskWarning,
     is_result_object_id,
     result_object_id,
     serialization,
@@ -459,7 +462,10 @@ class Client(concurrent.futures.Executor):
         self._close_connection()
 
     def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
-        """Block until at least ``n`` workers are connected."""
+        """Block until at least ``n`` workers are connected, as ``LocalCluster.wait_for_workers``.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds (default: the client's ``timeout``).
+        """
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while len(self.status()["workers"]) < n:
             if time.monotonic() > deadline:
@@ -539,6 +545,8 @@ class Client(concurrent.futures.Executor):
             reply = self._status_replies.get(message.request_id)
             if reply is not None and not reply.done():
                 reply.set_result(message.snapshot)
+        elif isinstance(message, TaskWarning):  # the scheduler says: these tasks may wait for ever
+            warnings.warn(message.message, NoWorkerWarning, stacklevel=1)
         elif isinstance(message, ClientWelcome):
             if not self._welcome.done():
                 self._welcome.set_result(message)

@@ -53,6 +53,7 @@ class Kind(enum.IntEnum):
     TAKE_BACK = 21
     TAKEN_BACK = 22
     SUBMIT_GRAPH = 23
+    TASK_WARNING = 24
 
 
 class Status(enum.IntEnum):
@@ -346,6 +347,18 @@ class TakenBack:
     """The tasks a worker returned: none of them started there. The rest it keeps and runs."""
 
     KIND: ClassVar[Kind]
+    task_ids: list[int]
+
+
+@_message(Kind.TASK_WARNING)
+class TaskWarning:
+    """The scheduler warns a client about some of its tasks (they wait for tags no worker offers).
+
+    ``task_ids`` names some of them (at most a few hundred); ``message`` says how many, and what to do.
+    """
+
+    KIND: ClassVar[Kind]
+    message: str
     task_ids: list[int]
 
 

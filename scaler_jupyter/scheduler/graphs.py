@@ -13,7 +13,6 @@ expressed, only refused as malformed (:func:`check`).
 from __future__ import annotations
 
 import dataclasses
-import time
 
 from scaler_jupyter.protocol import TASK_ID_BITS, SubmitGraph
 
@@ -32,7 +31,7 @@ class Graph:
     dependents: list[list[int]]  # node number -> task ids that wait for it
     waiting: list[int]  # node number -> dependencies not yet done
     outputs: list[bool]
-    started: float = dataclasses.field(default_factory=time.time)
+    started: float  # when it was submitted, on the scheduler's (monotonic) clock
     ended: dict[int, str] = dataclasses.field(default_factory=dict)  # node number -> "done", "failed", "cancelled"
     state: str = "running"  # then "done", "failed" or "cancelled"
     final: dict | None = None  # once ended: its monitor entry, all that is kept of it
@@ -72,8 +71,8 @@ def check(msg: SubmitGraph, client_number: int, known: dict) -> str | None:
     return None
 
 
-def build(msg: SubmitGraph, client: bytes, client_number: int) -> Graph:
-    """The bookkeeping of a graph that passed :func:`check`."""
+def build(msg: SubmitGraph, client: bytes, client_number: int, now: float) -> Graph:
+    """The bookkeeping of a graph that passed :func:`check`, submitted at ``now``."""
     index = {node.task_id: i for i, node in enumerate(msg.nodes)}
     dependents: list[list[int]] = [[] for _ in msg.nodes]
     for node in msg.nodes:
@@ -81,7 +80,7 @@ def build(msg: SubmitGraph, client: bytes, client_number: int) -> Graph:
             dependents[index[dependency]].append(node.task_id)
     return Graph(msg.graph_id, client, client_number, msg.name, [node.key for node in msg.nodes], index,
                  [node.task_id for node in msg.nodes], dependents,
-                 [len(set(node.dependencies)) for node in msg.nodes], [node.output for node in msg.nodes])
+                 [len(set(node.dependencies)) for node in msg.nodes], [node.output for node in msg.nodes], now)
 
 
 FINISHED_KEPT = 8  # finished graphs the monitor feed still shows, so a DAG panel sees how each ended
@@ -102,8 +101,9 @@ def _ended_already(task_id: int) -> str:
 
 
 def describe(graph: Graph, live_state) -> dict:
-    """The monitor feed's entry for ``graph``. ``live_state(task_id)`` names the state of an unfinished task:
-    ``"waiting"``, ``"ready"`` or ``"running"``."""
+    """The monitor feed's entry for ``graph``, its ``started`` on the scheduler's clock (the monitor makes it
+    epoch seconds). ``live_state(task_id)`` names the state of an unfinished task: ``"waiting"``, ``"ready"``
+    or ``"running"``."""
     if graph.final is not None:
         return graph.final
     counts = dict.fromkeys(("waiting", "ready", "running", "done", "failed", "cancelled"), 0)

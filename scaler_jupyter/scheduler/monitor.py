@@ -40,6 +40,12 @@ busy on two cores reads 200).
     - ``running`` (int): tasks running in its processors, as of its last heartbeat.
     - ``done`` (int, cumulative): tasks it finished.
     - ``heartbeat_lag`` (float): seconds since the scheduler last heard from it.
+- ``unmatched`` (list): tasks waiting for tags no connected worker offers (with no worker connected,
+  any tasks), once that has lasted the scheduler's ``--no-worker-grace``; one dict per tag set:
+    - ``tags`` (list of str, sorted): what the tasks need (empty: any worker would do, but none is connected).
+    - ``tasks`` (int): how many wait for them.
+    - ``waiting`` (float): seconds since no connected worker offers them.
+    - ``message`` (str): the same as a sentence that says what to do (the clients were warned with it).
 - ``clients`` (list, in the order they connected), each a dict:
     - ``id`` (int): the client's number; ``name``, ``host`` (str); ``pid`` (int).
     - ``tasks`` (int): its live tasks (pending or assigned).
@@ -66,23 +72,28 @@ busy on two cores reads 200).
       scheduler learned it ended, seconds since the Unix epoch.
     - ``status`` (str): ``ok``, ``error``, ``cancelled``, ... (``protocol.Status`` names, in lower case).
 
-On the feed, each snapshot is one ZeroMQ message of two frames: the topic
-``TOPIC`` and the msgpack-encoded snapshot (:func:`encode_snapshot`,
-:func:`decode_snapshot`). Subscribe to ``TOPIC`` with a SUB socket.
+On the feed, each snapshot is one ZeroMQ message of two frames: the topic and
+the msgpack-encoded snapshot, as ``protocol/feed.py`` encodes them; watch it
+with ``scaler_jupyter.monitor``.
 
-The tasks/s meter and the process handle for CPU are kept here, beside the
-scheduler's state rather than in it, in one :class:`Monitor` per state.
+What a snapshot reads beyond the scheduler's state (its addresses, the process's
+pid, CPU and memory, the wall clock, a tasks/s meter) is a :class:`Monitor`,
+given to the state when it is made (``SchedulerState(monitor=...)``): the server
+gives one reading this process (:meth:`ProcessFacts.of_this_process`); a state
+given none reports pid 0 and no CPU or memory, so it can be driven on a fake
+clock without touching the machine. The state's times are monotonic seconds;
+the wall clock turns them into the epoch seconds of ``time`` and ``started``.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import time
-import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import msgpack
 import psutil
 
 from scaler_jupyter.scheduler.graphs import describe as describe_graph
@@ -91,21 +102,40 @@ if TYPE_CHECKING:
     from scaler_jupyter.scheduler.state import SchedulerState
 
 SNAPSHOT_VERSION = 1
-TOPIC = b"status"
 RATE_WINDOW = 2.0  # seconds over which tasks/s is measured
 
 
+def _no_usage() -> tuple[float, int]:
+    return 0.0, 0
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class ProcessFacts:
+    """The scheduler's process as a snapshot reports it, and the wall clock; neutral by default."""
+
+    pid: int = 0
+    usage: Callable[[], tuple[float, int]] = _no_usage  # CPU (percent of one core, since the last call), memory
+    wall_clock: Callable[[], float] = time.time  # seconds since the Unix epoch
+
+    @classmethod
+    def of_this_process(cls) -> ProcessFacts:
+        """The facts of the process this runs in, read by psutil at each snapshot."""
+        process = psutil.Process()
+        return cls(os.getpid(), lambda: (process.cpu_percent(), process.memory_info().rss))
+
+
 class Monitor:
-    """What the snapshot needs beside a scheduler's state: its addresses, a tasks/s meter, a process handle."""
+    """What the snapshot needs beside a scheduler's state: its addresses, its process's facts, a tasks/s meter."""
 
-    __slots__ = ("_process", "_samples", "address", "monitor_address")
+    __slots__ = ("_samples", "address", "facts", "monitor_address")
 
-    def __init__(self, started: float) -> None:
-        self.address = ""
-        self.monitor_address = ""
+    def __init__(self, started: float, facts: ProcessFacts | None = None, address: str = "",
+                 monitor_address: str = "") -> None:
+        self.facts = facts or ProcessFacts()
+        self.address = address
+        self.monitor_address = monitor_address
         # (time, finished count) samples; none had finished when the scheduler started
         self._samples: collections.deque[tuple[float, int]] = collections.deque([(started, 0)])
-        self._process = psutil.Process()
 
     def tasks_per_second(self, now: float, finished: int) -> float:
         """Tasks finished per second over the last ``RATE_WINDOW`` seconds, given the cumulative count."""
@@ -117,21 +147,6 @@ class Monitor:
         then, finished_then = samples[0]
         return (finished - finished_then) / (now - then) if now > then else 0.0
 
-    def cpu_and_memory(self) -> tuple[float, int]:
-        """This process's CPU (percent of one core, since the previous call) and resident memory (bytes)."""
-        return self._process.cpu_percent(), self._process.memory_info().rss
-
-
-_monitors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def monitor_of(state: SchedulerState) -> Monitor:
-    """The :class:`Monitor` of ``state``, made on first use and gone with the state."""
-    monitor = _monitors.get(state)
-    if monitor is None:
-        monitor = _monitors[state] = Monitor(state.started)
-    return monitor
-
 
 def build_snapshot(state: SchedulerState, now: float) -> dict:
     """The snapshot of ``state`` at monotonic time ``now``, in the format documented above.
@@ -139,9 +154,11 @@ def build_snapshot(state: SchedulerState, now: float) -> dict:
     Costs a pass over workers, clients and the tasks of graphs, never over other
     tasks, so it stays cheap with 100,000 tasks queued.
     """
-    monitor = monitor_of(state)
-    finished = state._finished  # cumulative; the state keeps it private, the monitor only reads it
-    cpu, memory = monitor.cpu_and_memory()
+    monitor = state.monitor
+    finished = state.finished
+    cpu, memory = monitor.facts.usage()
+    wall = monitor.facts.wall_clock()
+    epoch = wall - now  # added to the state's monotonic times
     workers = []
     assigned = running = 0
     for w in state.workers.values():
@@ -163,14 +180,13 @@ def build_snapshot(state: SchedulerState, now: float) -> dict:
             "done": w.done,
             "heartbeat_lag": now - w.last_seen,
         })
-    wall = time.time()
     return {
         "version": SNAPSHOT_VERSION,
         "time": wall,
         "scheduler": {
             "address": monitor.address,
             "monitor_address": monitor.monitor_address,
-            "pid": os.getpid(),
+            "pid": monitor.facts.pid,
             "uptime": now - state.started,
             "cpu": cpu,
             "memory": memory,
@@ -192,28 +208,28 @@ def build_snapshot(state: SchedulerState, now: float) -> dict:
              "tasks": len(c.tasks), "submitted": c.submitted, "done": c.done}
             for c in state.clients.values()
         ],
-        "graphs": [describe_graph(g, lambda task_id: _GRAPH_STATES[state.tasks[task_id].state.value])
-                   for g in [*state.finished_graphs, *state.graphs.values()]],
+        "graphs": [_graph_entry(g, state, epoch) for g in [*state.finished_graphs, *state.graphs.values()]],
+        "unmatched": _unmatched(state, now),
         "recent_tasks": [{"id": t.task_id, "worker": t.worker, "function": t.name, "origin": t.origin,
-                          "start": wall - (now - t.start), "end": wall - (now - t.end), "status": t.status}
+                          "start": epoch + t.start, "end": epoch + t.end, "status": t.status}
                          for t in state.recent_tasks],
     }
 
 
+def _unmatched(state: SchedulerState, now: float) -> list[dict]:
+    counts = state.pending.tag_sets()
+    entries = []
+    for tags, entry in state.unmatched.items():
+        if entry.warned and tags in counts:
+            waiting = now - entry.since
+            entries.append({"tags": sorted(map(str, tags)), "tasks": counts[tags], "waiting": waiting,
+                            "message": state.no_worker_message(tags, counts[tags], waiting)})
+    return entries
+
+
+def _graph_entry(graph, state: SchedulerState, epoch: float) -> dict:
+    entry = describe_graph(graph, lambda task_id: _GRAPH_STATES[state.tasks[task_id].state.value])
+    return {**entry, "started": entry["started"] + epoch}
+
+
 _GRAPH_STATES = {"waiting": "waiting", "pending": "ready", "assigned": "running"}
-
-
-def encode_snapshot(snapshot: dict) -> list[bytes]:
-    """The frames of one feed message: ``[TOPIC, msgpack(snapshot)]``."""
-    return [TOPIC, msgpack.packb(snapshot)]
-
-
-def decode_snapshot(frames: list) -> dict | None:
-    """The snapshot in one feed message, or None if the message is not a snapshot (another topic, garbage)."""
-    if len(frames) != 2 or bytes(frames[0]) != TOPIC:
-        return None
-    try:
-        snapshot = msgpack.unpackb(frames[1], raw=False, strict_map_key=False)
-    except Exception:  # msgpack raises many types on garbage
-        return None
-    return snapshot if isinstance(snapshot, dict) and "version" in snapshot else None

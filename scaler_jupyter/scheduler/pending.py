@@ -17,7 +17,8 @@ class PendingQueue:
     def __init__(self) -> None:
         self._heaps: dict[frozenset, list] = {}
         self._order = itertools.count()
-        self._members: set[int] = set()
+        self._members: dict[int, frozenset] = {}  # task id -> its tags
+        self._counts: dict[frozenset, int] = {}  # tags -> how many members need exactly these
 
     def __len__(self) -> int:
         return len(self._members)
@@ -31,11 +32,23 @@ class PendingQueue:
             order = next(self._order)
         key = (0 if is_child else 1, -priority, order)
         heapq.heappush(self._heaps.setdefault(tags, []), (key, task_id))
-        self._members.add(task_id)
+        self._members[task_id] = tags
+        self._counts[tags] = self._counts.get(tags, 0) + 1
         return order
 
     def discard(self, task_id: int) -> None:
-        self._members.discard(task_id)
+        tags = self._members.pop(task_id, None)
+        if tags is not None:
+            self._uncount(tags)
+
+    def tag_sets(self) -> dict[frozenset, int]:
+        """The tag sets waiting tasks need, each with how many tasks need it (a view: do not change it)."""
+        return self._counts
+
+    def with_tags(self, tags: frozenset) -> list[int]:
+        """The waiting tasks that need exactly ``tags`` (a pass over their heap: for rare events only)."""
+        members = self._members
+        return list(dict.fromkeys(task_id for _, task_id in self._heaps.get(tags, ()) if task_id in members))
 
     def pop_for(self, worker_tags: frozenset) -> int | None:
         """Remove and return the best task a worker with ``worker_tags`` can run, or None."""
@@ -50,5 +63,12 @@ class PendingQueue:
         if best is None:
             return None
         _, task_id = heapq.heappop(best[1])
-        self._members.discard(task_id)
+        self._uncount(self._members.pop(task_id))
         return task_id
+
+    def _uncount(self, tags: frozenset) -> None:
+        left = self._counts[tags] - 1
+        if left:
+            self._counts[tags] = left
+        else:
+            del self._counts[tags]

@@ -14,9 +14,10 @@ from zmq.utils.monitor import parse_monitor_message
 
 from scaler_jupyter.errors import ProtocolError
 from scaler_jupyter.protocol import decode
+from scaler_jupyter.protocol.feed import TOPIC, encode_snapshot
 from scaler_jupyter.protocol.transport import receive_routed, send
 from scaler_jupyter.scheduler.connections import ConnectionTracker
-from scaler_jupyter.scheduler.monitor import TOPIC, build_snapshot, encode_snapshot, monitor_of
+from scaler_jupyter.scheduler.monitor import Monitor, ProcessFacts, build_snapshot
 from scaler_jupyter.scheduler.state import SchedulerConfig, SchedulerState
 from scaler_jupyter.security import ClusterKeys
 
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 _DRAIN = 1000  # messages read per turn before the state is flushed, so one busy peer cannot starve the rest
 _TICK = 0.5  # most seconds between liveness checks
+_SOONEST = 0.02  # seconds between two snapshots at least, when workers join or leave faster
 _STOP_LINGER_MS = 2000  # after a client's shutdown, how long the last messages (Shutdown to each peer) may take
 
 
@@ -45,7 +47,9 @@ class MonitorFeed:
 
     The socket is an XPUB (a PUB that hears its subscriptions; subscribers use SUB), so
     a snapshot is built only when one is due and someone listens, and a new
-    subscriber gets one at once rather than an interval later.
+    subscriber gets one at once rather than an interval later. A worker joining
+    or leaving makes one due at once too (no sooner than ``_SOONEST`` after the
+    last), so whoever waits for workers (``LocalCluster``) need not wait an interval.
     """
 
     def __init__(self, context: zmq.Context, address: str, interval: float, keys: ClusterKeys | None = None) -> None:
@@ -65,10 +69,19 @@ class MonitorFeed:
         self.address = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._topics: set[bytes] = set()  # subscribed prefixes that match TOPIC
         self._due = 0.0
+        self._published = 0.0  # when the last snapshot went out
+        self._membership = (0, 0)  # the workers as last seen: how many ever joined, how many are here
 
     def next_due(self) -> float:
         """When the next snapshot is due (monotonic seconds); infinity while nobody listens."""
         return self._due if self._topics else math.inf
+
+    def note_workers(self, state: SchedulerState) -> None:
+        """Make a snapshot due soon if a worker joined or left since the last look."""
+        membership = (state.workers_joined, len(state.workers))  # a join raises the first, a leave lowers the second
+        if membership != self._membership:
+            self._membership = membership
+            self._due = min(self._due, self._published + _SOONEST)
 
     def read_subscriptions(self) -> None:
         """Apply waiting (un)subscriptions; a new subscriber makes a snapshot due at once."""
@@ -88,7 +101,7 @@ class MonitorFeed:
         """Build and publish a snapshot if one is due and anyone listens; else do nothing."""
         if not self._topics or now < self._due:
             return
-        self._due = now + self.interval
+        self._due, self._published = now + self.interval, now
         try:
             self.socket.send_multipart(encode_snapshot(build_snapshot(state, now)), zmq.NOBLOCK)
         except zmq.Again:
@@ -107,7 +120,9 @@ class SchedulerServer:
     """
 
     def __init__(self, address: str, config: SchedulerConfig | None = None) -> None:
-        self.state = SchedulerState(config)
+        started = time.monotonic()
+        monitor = Monitor(started, ProcessFacts.of_this_process())
+        self.state = SchedulerState(config, now=started, monitor=monitor)
         config = self.state.config
         keys = ClusterKeys(config.keys).check_scheduler() if config.keys else None
         self._context = zmq.Context()
@@ -131,7 +146,6 @@ class SchedulerServer:
             self._context.term()
             raise
         self.monitor_address = self._feed.address
-        monitor = monitor_of(self.state)
         monitor.address, monitor.monitor_address = self.address, self.monitor_address
         self._connections = self._router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._tracker = ConnectionTracker()
@@ -187,6 +201,7 @@ class SchedulerServer:
                     break
                 if feed.socket in events:
                     feed.read_subscriptions()
+                feed.note_workers(state)
                 feed.publish_if_due(state, now)
         finally:
             feed.close()

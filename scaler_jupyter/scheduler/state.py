@@ -19,6 +19,12 @@ State:
   running graph (``graphs.py``); ``finished_graphs``: the last few that ended.
 - ``recent_tasks``: the last ``RECENT_TASKS`` tasks workers finished (:class:`FinishedTask`), for the
   monitor's task stream.
+- ``unmatched``: tags -> :class:`Unmatched`, the tag sets pending tasks need and
+  no connected worker offers (with no worker at all, every tag set, the empty one
+  too). Checked each tick: past ``no_worker_grace`` seconds the tasks' clients get
+  a ``TaskWarning`` (and the snapshot lists them); past ``no_worker_timeout`` the
+  tasks fail with ``NO_WORKER``, instead of waiting silently for a worker that may
+  never come.
 
 A task is ``WAITING`` (a graph task whose dependencies are not all done),
 ``PENDING`` (in ``pending``) or ``ASSIGNED`` (in one worker's queue), and leaves
@@ -34,7 +40,6 @@ import itertools
 import logging
 import math
 import re
-import time
 
 from scaler_jupyter.protocol import (
     CONTENT_ID_BYTES,
@@ -63,6 +68,7 @@ from scaler_jupyter.protocol import (
     TaskBlocked,
     TaskResult,
     TaskSpec,
+    TaskWarning,
     WorkerBye,
     WorkerHello,
     WorkerWelcome,
@@ -71,7 +77,7 @@ from scaler_jupyter.protocol import (
 )
 from scaler_jupyter.scheduler import graphs
 from scaler_jupyter.scheduler.graphs import Graph
-from scaler_jupyter.scheduler.monitor import build_snapshot
+from scaler_jupyter.scheduler.monitor import Monitor, build_snapshot
 from scaler_jupyter.scheduler.object_store import ObjectStore
 from scaler_jupyter.scheduler.pending import PendingQueue
 
@@ -95,6 +101,8 @@ class SchedulerConfig:
     balance_interval: float = 0.5  # seconds between moves of queued tasks from busy workers to idle ones; 0: never
     max_retries: int = 3
     max_waiting: int = 1_000_000
+    no_worker_grace: float = 5.0  # seconds tasks may wait for tags no connected worker offers before it is said
+    no_worker_timeout: float = 0.0  # seconds after which such tasks fail with NoWorkerError; 0: they wait on
     heartbeat_interval: float = 1.0
     queue_seconds: float = 0.05  # how much work, by measured task time, a worker may hold per processor
     max_depth: int = 256  # most tasks per processor in a worker's queue
@@ -133,6 +141,14 @@ class FinishedTask:
 
 
 RECENT_TASKS = 256  # finished tasks kept for the monitor's task stream (bounded: a snapshot stays small)
+
+
+@dataclasses.dataclass(slots=True)
+class Unmatched:
+    """Waiting tasks that need a tag set no connected worker offers: since when, and whether it was said."""
+
+    since: float
+    warned: bool = False
 
 
 @dataclasses.dataclass(slots=True)
@@ -180,7 +196,9 @@ class WorkerInfo:
 class SchedulerState:
     """The scheduler without its sockets: ``on_*`` methods in, ``flush()`` out."""
 
-    def __init__(self, config: SchedulerConfig | None = None, now: float | None = None) -> None:
+    def __init__(self, config: SchedulerConfig | None = None, *, now: float, monitor: Monitor | None = None) -> None:
+        """A scheduler started at monotonic time ``now``; ``monitor`` supplies what snapshots read beyond the
+        state (by default nothing of the machine: see ``monitor.py``)."""
         self.config = config or SchedulerConfig()
         self.clients: dict[bytes, ClientInfo] = {}
         self.workers: dict[bytes, WorkerInfo] = {}
@@ -189,14 +207,16 @@ class SchedulerState:
         self.objects = ObjectStore()
         self.graphs: dict[tuple[bytes, int], Graph] = {}
         self.finished_graphs: collections.deque[Graph] = collections.deque(maxlen=graphs.FINISHED_KEPT)
-        self.started = time.monotonic() if now is None else now
-        self._numbers = 0  # workers' numbers
+        self.unmatched: dict[frozenset, Unmatched] = {}
+        self.started = now
+        self.monitor = monitor or Monitor(now)
+        self.workers_joined = 0  # workers that ever joined; the newest one's number
         self._client_numbers = itertools.count()  # a client's task ids start at its number << TASK_ID_BITS
         self._outbox: list[tuple[bytes, object]] = []
         self._results: dict[bytes, list[TaskResult]] = {}
         self._assigned: dict[bytes, list[TaskSpec]] = {}
         self._deleted: dict[bytes, list[bytes]] = {}  # objects workers may drop, coalesced per worker
-        self._finished = 0
+        self.finished = 0  # tasks ended since the start: succeeded, failed, crashed or cancelled
         self.recent_tasks: collections.deque[FinishedTask] = collections.deque(maxlen=RECENT_TASKS)
         self._next_balance = self.started
         self._someone_idle = False  # a worker ran out of work since the last flush: balance then, not a tick later
@@ -217,7 +237,9 @@ class SchedulerState:
         handler(self, peer, message, now)
 
     def on_tick(self, now: float) -> None:
-        """Declare silent peers dead; move queued tasks from busy workers to idle ones."""
+        """Declare silent peers dead; move queued tasks from busy workers to idle ones; say which tasks no
+        worker can run."""
+        self._check_unmatched(now)
         if now >= self._next_balance:
             self._next_balance = now + max(self.config.balance_interval, 0.1)
             self._balance()
@@ -338,7 +360,7 @@ class SchedulerState:
                                          f"{len(self.pending)} waiting tasks (--max-waiting "
                                          f"{self.config.max_waiting})", []))
             return
-        graph = graphs.build(msg, peer, client.number)
+        graph = graphs.build(msg, peer, client.number, now)
         self.graphs[peer, msg.graph_id] = graph
         client.submitted += len(msg.tasks)
         for spec, node in zip(msg.tasks, msg.nodes):  # noqa: B905 - equal lengths, checked
@@ -499,7 +521,7 @@ class SchedulerState:
         for task in live:
             graph.ended.setdefault(graph.index[task.spec.task_id], "cancelled")
         self._drop_tasks(live)
-        self._finished += len(live)
+        self.finished += len(live)
         self._close_graph(graph, how)
 
     def _close_graph(self, graph: Graph, how: str) -> None:
@@ -515,10 +537,10 @@ class SchedulerState:
             return
         if peer in self.workers:
             self._remove_worker(peer)
-        self._numbers += 1
-        self.workers[peer] = WorkerInfo(self._numbers, msg.name, msg.host, _clamp(msg.pid, 0, _MAX_REPORTED),
+        self.workers_joined += 1
+        self.workers[peer] = WorkerInfo(self.workers_joined, msg.name, msg.host, _clamp(msg.pid, 0, _MAX_REPORTED),
                                         _clamp(msg.processors, 1, _MAX_PROCESSORS), frozenset(msg.tags), now)
-        self._outbox.append((peer, WorkerWelcome(self._numbers)))
+        self._outbox.append((peer, WorkerWelcome(self.workers_joined)))
         self._someone_idle = True
         logger.info("worker %s joined (%d processors, tags %s)", msg.name, msg.processors, sorted(msg.tags) or "none")
 
@@ -696,6 +718,50 @@ class SchedulerState:
                 free -= len(asked)
                 self._outbox.append((identity, TakeBack(asked)))
 
+    def _check_unmatched(self, now: float) -> None:
+        """Track the tag sets no connected worker offers; warn their clients, or fail their tasks, in time."""
+        offered = {w.tags for w in self.workers.values()}
+        unmatched = {}
+        for tags in list(self.pending.tag_sets()):
+            if any(tags <= worker_tags for worker_tags in offered):
+                continue
+            entry = unmatched[tags] = self.unmatched.get(tags) or Unmatched(now)
+            waited = now - entry.since
+            timeout = self.config.no_worker_timeout
+            if timeout > 0 and waited >= timeout:
+                message = self.no_worker_message(tags, self.pending.tag_sets()[tags], waited)
+                for task_id in self.pending.with_tags(tags):
+                    task = self.tasks.get(task_id)
+                    if task is not None and task.state is TaskState.PENDING:  # not dropped with its failed graph
+                        self._finish(task, TaskResult(task_id, Status.NO_WORKER, None,
+                                                      f"{message} (--no-worker-timeout {timeout:g})", []))
+                del unmatched[tags]  # tasks that need these tags from now on get a timeout of their own
+            elif not entry.warned and waited >= self.config.no_worker_grace:
+                entry.warned = True
+                self._warn_unmatched(tags, waited)
+        self.unmatched = unmatched
+
+    def _warn_unmatched(self, tags: frozenset, waited: float) -> None:
+        by_client: dict[bytes, list[int]] = {}
+        for task_id in self.pending.with_tags(tags):
+            by_client.setdefault(self.tasks[task_id].client, []).append(task_id)
+        for identity, task_ids in by_client.items():
+            message = self.no_worker_message(tags, len(task_ids), waited)
+            logger.warning("client %s: %s", self.clients[identity].name if identity in self.clients else "?", message)
+            self._outbox.append((identity, TaskWarning(message, task_ids[:_WARNED_IDS])))
+
+    def no_worker_message(self, tags: frozenset, count: int, waited: float) -> str:
+        """What to tell a user whose ``count`` tasks need ``tags`` that no worker has offered for ``waited`` s."""
+        tasks = "1 task waits" if count == 1 else f"{count} tasks wait"
+        wanted = ",".join(sorted(map(str, tags)))
+        if not self.workers:
+            return (f"{tasks} for a worker{f' with tags {{{wanted}}}' if tags else ''}, and none has been "
+                    f"connected for {waited:.1f}s: start workers (scaler-jupyter worker ADDRESS"
+                    f"{f' --tags {wanted}' if tags else ''}) or scale the cluster")
+        return (f"{tasks} for a worker with tags {{{wanted}}}, and none of the {len(self.workers)} connected "
+                f"workers has offered them for {waited:.1f}s: start one with --tags {wanted}, or submit without "
+                "these tags")
+
     def _requeue(self, task: Task) -> None:
         """Back to pending; the caller has taken it out of its worker's queue."""
         task.state, task.worker = TaskState.PENDING, None
@@ -707,7 +773,7 @@ class SchedulerState:
         if self.tasks.pop(task_id, None) is not None:
             self._unhold_objects(task)
         self.pending.discard(task_id)
-        self._finished += 1
+        self.finished += 1
         client = self.clients.get(task.client)
         if client is not None:
             client.tasks.discard(task_id)
@@ -739,6 +805,7 @@ class SchedulerState:
 
 
 
+_WARNED_IDS = 256  # task ids a TaskWarning names at most; its message counts them all
 _MAX_REPORTED = 1 << 53  # no real pid, memory size or count is larger
 _MAX_PROCESSORS = 4096
 

@@ -30,7 +30,7 @@ import zmq
 from scaler_jupyter import Client, LocalCluster
 from scaler_jupyter.errors import GraphError, TaskCrashedError
 from scaler_jupyter.protocol import SubmitGraph
-from scaler_jupyter.scheduler.monitor import decode_snapshot
+from scaler_jupyter.protocol.feed import decode_snapshot
 from tests.helpers import alive, connect, processors_of, record_run, subscribed, touch, wait_gone, wait_until
 
 pytestmark = pytest.mark.timeout(90)

@@ -24,9 +24,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import zmq
 
-from scaler_jupyter import LocalCluster
+from scaler_jupyter import LocalCluster, monitor
 from scaler_jupyter.processes import spawn
-from scaler_jupyter.scheduler.monitor import SNAPSHOT_VERSION, decode_snapshot
+from scaler_jupyter.protocol.feed import decode_snapshot
+from scaler_jupyter.scheduler.monitor import SNAPSHOT_VERSION
 from scaler_jupyter.scheduler.server import MonitorFeed
 from scaler_jupyter.scheduler.state import SchedulerState
 from tests.helpers import free_port, subscribed
@@ -82,6 +83,66 @@ def test_the_feed_follows_the_interval_and_a_given_address():
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(0.03 < gap < 1.0 for gap in gaps), gaps
     assert elapsed < 2.0
+
+
+# ---------------------------------------------------------------------------
+# scaler_jupyter.monitor: the one way to watch a cluster
+
+
+def test_snapshot_asks_the_scheduler_once(cluster):
+    snapshot = monitor.snapshot(cluster.address, timeout=WAIT)
+    assert snapshot["version"] == SNAPSHOT_VERSION
+    assert len(snapshot["workers"]) == cluster.n_workers
+    assert snapshot["clients"] == []  # asking does not join the cluster as a client
+
+
+def test_subscribe_has_a_snapshot_at_once_then_follows_the_feed(cluster):
+    with monitor.subscribe(cluster.address, timeout=WAIT) as feed:
+        assert feed.monitor_address == cluster.monitor_address
+        first = feed.latest()  # the scheduler's answer: no waiting
+        assert first is not None and len(first["workers"]) == cluster.n_workers
+        published = next(iter(feed))  # the one the feed sends a new subscriber
+        assert published["time"] >= first["time"]
+        assert key_tree(published) == key_tree(first)
+        assert isinstance(feed.fileno(), int)
+
+
+def test_a_worker_joining_or_leaving_is_published_at_once():
+    # an interval of an hour: any snapshot after the first comes from a change of workers
+    with LocalCluster(n_workers=0, scheduler_args=("--monitor-interval", "3600"), timeout=30) as local, \
+            monitor.subscribe(local.address, timeout=WAIT) as feed:
+        assert feed.latest()["workers"] == []
+        local.scale(1, wait=False)
+        snapshot = feed.latest(WAIT)
+        while snapshot is not None and len(snapshot["workers"]) != 1:
+            snapshot = feed.latest(WAIT)
+        assert snapshot is not None, "no snapshot when the worker joined"
+        local.scale(0)  # the cluster waits on its own subscription for the scheduler to count none
+        snapshot = feed.latest(WAIT)
+        while snapshot is not None and snapshot["workers"]:
+            snapshot = feed.latest(WAIT)
+        assert snapshot is not None, "no snapshot when the worker left"
+
+
+def test_wait_for_workers_means_at_least_n_on_cluster_and_client(cluster, client):
+    cluster.wait_for_workers(cluster.n_workers - 1)  # more than asked for: returns at once
+    client.wait_for_workers(cluster.n_workers - 1)
+    with pytest.raises(TimeoutError, match=f"at least {cluster.n_workers + 1}"):
+        cluster.wait_for_workers(cluster.n_workers + 1, timeout=0.3)
+    with pytest.raises(TimeoutError):
+        client.wait_for_workers(cluster.n_workers + 1, timeout=0.3)
+
+
+def test_a_local_cluster_counts_its_workers_without_joining_as_a_client():
+    with LocalCluster(n_workers=2, timeout=30) as local:
+        assert monitor.snapshot(local.address, timeout=WAIT)["clients"] == []
+        local.scale(1)
+        assert len(monitor.snapshot(local.address, timeout=WAIT)["workers"]) == 1
+
+
+def test_snapshot_says_when_no_scheduler_answers():
+    with pytest.raises(TimeoutError, match="no scheduler answered"):
+        monitor.snapshot(f"tcp://127.0.0.1:{free_port()}", timeout=0.3)
 
 
 # ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import psutil
 import pytest
 import zmq
 
-from scaler_jupyter import Client, LocalCluster
+from scaler_jupyter import Client, LocalCluster, monitor
 from scaler_jupyter.errors import AuthenticationError, ConnectionLostError, ShutdownRefusedError
 from scaler_jupyter.processes import spawn, stop
 from scaler_jupyter.protocol import (
@@ -45,8 +45,8 @@ from scaler_jupyter.protocol import (
     decode,
     serialization,
 )
+from scaler_jupyter.protocol.feed import TOPIC, decode_snapshot
 from scaler_jupyter.protocol.transport import send
-from scaler_jupyter.scheduler.monitor import TOPIC, decode_snapshot
 from scaler_jupyter.security import ClusterKeys
 from tests.helpers import alive_children, free_port, raw_peer, wait_gone, wait_until
 
@@ -251,6 +251,23 @@ def test_the_monitor_feed_publishes_only_to_key_holders(keyed_cluster, keys, oth
 
 
 _ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][A-Za-z0-9]|\x1b[=>78]")
+
+
+def test_monitor_watches_a_keyed_cluster_with_its_keys(keyed_cluster, keys):
+    assert len(monitor.snapshot(keyed_cluster.address, keys.directory, WAIT)["workers"]) == keyed_cluster.n_workers
+    with monitor.subscribe(keyed_cluster.address, keys, WAIT) as feed:
+        assert feed.latest() is not None  # the scheduler's answer
+        assert len(next(iter(feed))["workers"]) == keyed_cluster.n_workers  # the feed's, over CURVE
+
+
+def test_monitor_without_keys_is_refused_saying_why(keyed_cluster):
+    with pytest.raises(AuthenticationError, match="requires keys"):
+        monitor.subscribe(keyed_cluster.address, timeout=WAIT)
+
+
+def test_monitor_with_another_key_set_times_out_saying_why(keyed_cluster, other_keys):
+    with pytest.raises(TimeoutError, match=r"security handshake failed.*another key set"):
+        monitor.snapshot(keyed_cluster.address, other_keys.directory, timeout=2)
 
 
 def test_top_with_keys_shows_a_keyed_cluster(keyed_cluster, keyed_client, keys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import msgpack
@@ -10,26 +11,21 @@ import pytest
 from scaler_jupyter.protocol import (
     PROTOCOL_VERSION,
     ClientHello,
+    GraphTask,
     Heartbeat,
     ObjectSpec,
     Payload,
     Results,
     Submit,
+    SubmitGraph,
     TaskResult,
     TaskSpec,
     WorkerHello,
 )
+from scaler_jupyter.protocol.feed import TOPIC, decode_snapshot, encode_snapshot
 from scaler_jupyter.protocol.messages import Status
 from scaler_jupyter.scheduler import monitor
-from scaler_jupyter.scheduler.monitor import (
-    RATE_WINDOW,
-    SNAPSHOT_VERSION,
-    TOPIC,
-    build_snapshot,
-    decode_snapshot,
-    encode_snapshot,
-    monitor_of,
-)
+from scaler_jupyter.scheduler.monitor import RATE_WINDOW, SNAPSHOT_VERSION, Monitor, ProcessFacts, build_snapshot
 from scaler_jupyter.scheduler.server import default_monitor_address
 from scaler_jupyter.scheduler.state import RECENT_TASKS, SchedulerState
 
@@ -47,6 +43,7 @@ FORMAT = {
                                        "queued", "running", "done", "heartbeat_lag")}],
     "clients": [{key: None for key in ("id", "name", "host", "pid", "tasks", "submitted", "done")}],
     "graphs": None,
+    "unmatched": None,
     "recent_tasks": [{key: None for key in ("id", "worker", "function", "origin", "start", "end", "status")}],
 }
 
@@ -194,10 +191,10 @@ def test_the_rate_counts_from_the_start_when_first_asked_late(cluster):
 def test_addresses_come_from_the_server():
     state = SchedulerState(now=0.0)
     assert build_snapshot(state, 0.0)["scheduler"]["address"] == ""  # no server around this state
-    monitor_of(state).address, monitor_of(state).monitor_address = "tcp://10.0.0.1:2345", "tcp://10.0.0.1:2346"
+    state.monitor.address, state.monitor.monitor_address = "tcp://10.0.0.1:2345", "tcp://10.0.0.1:2346"
     scheduler = build_snapshot(state, 1.0)["scheduler"]
     assert (scheduler["address"], scheduler["monitor_address"]) == ("tcp://10.0.0.1:2345", "tcp://10.0.0.1:2346")
-    assert monitor_of(SchedulerState(now=0.0)).address == ""  # one monitor per state
+    assert SchedulerState(now=0.0).monitor.address == ""  # one monitor per state
 
 
 def test_feed_frames_round_trip(cluster):
@@ -232,3 +229,35 @@ def test_a_peer_s_odd_tags_do_not_break_the_snapshot(cluster):
     cluster.state.workers[W1].tags = frozenset({True, "gpu", 3})  # what a fuzzed WorkerHello can leave
     [odd, _] = cluster.snapshot()["workers"]
     assert odd["tags"] == sorted(["True", "gpu", "3"])
+
+
+# ---------------------------------------------------------------------------
+# What the snapshot reads beyond the state comes in with the monitor
+
+
+def test_a_state_alone_reads_nothing_of_the_machine():
+    scheduler = build_snapshot(SchedulerState(now=0.0), 1.0)["scheduler"]
+    assert (scheduler["pid"], scheduler["cpu"], scheduler["memory"]) == (0, 0.0, 0)
+
+
+def test_process_facts_and_the_wall_clock_come_from_the_monitor():
+    wall = [1_700_000_000.0]
+    facts = ProcessFacts(pid=4242, usage=lambda: (12.5, 3_000_000), wall_clock=lambda: wall[0])
+    state = SchedulerState(now=50.0, monitor=Monitor(50.0, facts))
+    state.on_message(CLIENT, ClientHello(PROTOCOL_VERSION, "notebook", "laptop", 11, True), 60.0)
+    state.on_message(CLIENT, SubmitGraph(1, "report", [ObjectSpec(FN, Payload([b"f"]))], [spec(1), spec(2)],
+                                         [GraphTask(1, "a", [], False), GraphTask(2, "b", [1], True)]), 60.0)
+    state.flush()
+    wall[0] += 5.0  # five seconds after the graph came, at monotonic 65
+    snapshot = build_snapshot(state, 65.0)
+    assert snapshot["time"] == 1_700_000_005.0
+    assert (snapshot["scheduler"]["pid"], snapshot["scheduler"]["cpu"], snapshot["scheduler"]["memory"]) == (
+        4242, 12.5, 3_000_000)
+    [graph] = snapshot["graphs"]
+    assert graph["started"] == pytest.approx(1_700_000_000.0)  # the caller's time of submission, as epoch
+
+
+def test_this_process_s_facts():
+    facts = ProcessFacts.of_this_process()
+    cpu, memory = facts.usage()
+    assert facts.pid == os.getpid() and cpu >= 0.0 and memory > 0

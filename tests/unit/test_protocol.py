@@ -75,6 +75,7 @@ _SAMPLES = {
     "Rejected": lambda cls: cls("submit before hello"),
     "TakeBack": lambda cls: cls([11, 12]),
     "TakenBack": lambda cls: cls([12]),
+    "TaskWarning": lambda cls: cls("2 tasks wait for a worker with tags ['gpu']", [5, 6]),
 }
 
 

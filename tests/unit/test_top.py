@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from scaler_jupyter.top import STALE_AFTER, TopView, feed_address, render
+from scaler_jupyter.monitor import feed_address
+from scaler_jupyter.top import STALE_AFTER, TopView, render
 
 
 def worker(name: str, cpu: float, memory: int, queued: int = 0) -> dict:
