@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import queue
 import time
@@ -67,6 +68,16 @@ def test_the_task_stream_fills_while_tasks_run(cluster):
     functions = set(value(cluster, "list(stream.source.data['function'])"))
     workers = value(cluster, "sorted(set(stream.source.data['worker']))")
     assert functions == {"simulate"} and 1 <= len(workers) <= 2
+
+
+def test_the_task_stream_names_the_cell_that_submitted_each_task(cluster):
+    if importlib.util.find_spec("scaler_jupyter.task_origin") is None:
+        pytest.xfail("tasks carry no origin yet (provenance: the nb-cell branch)")
+    cluster.run("cells = panels.task_stream(client)")
+    cluster.run("# the busy cell\nfrom_here = [client.submit(abs, -i) for i in range(30)]")
+    origins = wait_until(lambda: {o for o in value(cluster, "list(cells.source.data['origin'])") if o}, 30,
+                         "origins shown")
+    assert any(origin.startswith("In [") and "# the busy cell" in origin for origin in origins), origins
 
 
 def test_worker_and_queue_panels_follow_the_cluster(cluster):
