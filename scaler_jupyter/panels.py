@@ -11,7 +11,9 @@
     panels.graph(g, client)         # a pargraph Graph, each node coloured by its state while it runs
     panels.partition_model(fn)      # a @parallel function's measurements, fitted cost and chosen size
 
-Each returns a :class:`LivePanel`, a ``jupyter_bokeh`` widget. How it works:
+``client`` is a ``Client``, a ``LocalCluster`` or a scheduler's address; against a scheduler started
+with ``--keys``, pass ``keys=DIR`` too. Each returns a :class:`LivePanel`, a ``jupyter_bokeh`` widget.
+How it works:
 
 - What a panel shows is computed by pure functions of a monitor snapshot (``*_columns``,
   :func:`new_task_rows`, ...), tested without a kernel; the panel only puts their columns into
@@ -370,8 +372,9 @@ def _set_factors(factor_range: FactorRange, factors: list[str]) -> None:
         factor_range.factors = factors
 
 
-def _feed(client: Any) -> Feed:
-    return Feed.of(client.address, getattr(client, "keys", None))
+def _feed(client: Any, keys: Any) -> Feed:
+    """The feed of ``client``'s scheduler: a ``Client``, a ``LocalCluster``, or a scheduler's address."""
+    return Feed.of(client if isinstance(client, str) else client.address, keys)
 
 
 def _figure(title: str, **options: Any) -> Any:
@@ -385,7 +388,7 @@ def _figure(title: str, **options: Any) -> Any:
 # -- the panels ---------------------------------------------------------------------
 
 
-def workers(client: Any) -> LivePanel:
+def workers(client: Any, *, keys: Any = None) -> LivePanel:
     """CPU (percent of one core) and memory (MB) of each worker of ``client``'s cluster, live."""
     source = ColumnDataSource({name: [] for name in ("worker", "cpu", "memory", "processors")})
     factors = FactorRange()
@@ -404,10 +407,10 @@ def workers(client: Any) -> LivePanel:
         _set_factors(factors, columns["worker"])
         _replace(source, columns)
 
-    return LivePanel("workers", row(cpu, memory), source, _feed(client), apply)
+    return LivePanel("workers", row(cpu, memory), source, _feed(client, keys), apply)
 
 
-def queues(client: Any) -> LivePanel:
+def queues(client: Any, *, keys: Any = None) -> LivePanel:
     """Tasks running and queued on each worker of ``client``'s cluster, live."""
     source = ColumnDataSource({name: [] for name in ("worker", "running", "queued", "held")})
     factors = FactorRange()
@@ -422,10 +425,10 @@ def queues(client: Any) -> LivePanel:
         _set_factors(factors, columns["worker"])
         _replace(source, columns)
 
-    return LivePanel("queues", plot, source, _feed(client), apply)
+    return LivePanel("queues", plot, source, _feed(client, keys), apply)
 
 
-def task_stream(client: Any) -> LivePanel:
+def task_stream(client: Any, *, keys: Any = None) -> LivePanel:
     """The tasks ``client``'s cluster ran lately, a bar per task on its worker's line, coloured by function;
     hovering shows the function, its run time and the notebook cell that submitted it."""
     source = ColumnDataSource({name: [] for name in TASK_COLUMNS})
@@ -446,10 +449,10 @@ def task_stream(client: Any) -> LivePanel:
         if rows["start"]:
             source.stream(rows, rollover=TASK_ROWS)
 
-    return LivePanel("task stream", plot, source, _feed(client), apply)
+    return LivePanel("task stream", plot, source, _feed(client, keys), apply)
 
 
-def throughput(client: Any) -> LivePanel:
+def throughput(client: Any, *, keys: Any = None) -> LivePanel:
     """Tasks finished per second on ``client``'s cluster over time, with the tasks running and pending."""
     source = ColumnDataSource({name: [] for name in ("time", "tasks_per_second", "running", "pending")})
     plot = _figure("throughput", x_axis_type="datetime", y_range=DataRange1d(start=0))
@@ -466,10 +469,10 @@ def throughput(client: Any) -> LivePanel:
             last[0] = snapshot["time"]
             source.stream(throughput_row(snapshot), rollover=THROUGHPUT_POINTS)
 
-    return LivePanel("throughput", plot, source, _feed(client), apply)
+    return LivePanel("throughput", plot, source, _feed(client, keys), apply)
 
 
-def graph(graph_or_run: Any, client: Any, *, explode: bool = False) -> LivePanel:
+def graph(graph_or_run: Any, client: Any, *, explode: bool = False, keys: Any = None) -> LivePanel:
     """A pargraph ``Graph``'s drawing (or that of an object with a ``graph`` attribute), each node coloured by
     its state in the newest run of it on ``client``'s cluster, live: white before it runs."""
     g = graph_or_run if isinstance(graph_or_run, Graph) else getattr(graph_or_run, "graph", None)
@@ -488,7 +491,7 @@ def graph(graph_or_run: Any, client: Any, *, explode: bool = False) -> LivePanel
         if found is not None:
             drawing.update_states(source, g, found[1])
 
-    return LivePanel("graph", row(plot, details), source, _feed(client), apply)
+    return LivePanel("graph", row(plot, details), source, _feed(client, keys), apply)
 
 
 _CLICK_HINT = "<i>Click a node: its function, arguments and state.</i>"

@@ -135,7 +135,7 @@ def test_the_graph_panel_colours_a_running_graph(cluster):
 
 
 def test_closing_a_panel_stops_its_updates_and_its_feed(cluster):
-    cluster.run("extra = panels.throughput(client)\nfeeds = len(panels.Feed._open)\nextra.close()")
+    cluster.run("extra = panels.throughput(cluster.address)\nfeeds = len(panels.Feed._open)\nextra.close()")
     assert value(cluster, "extra in panels.Ticker.current().panels") is False
     assert value(cluster, "len(panels.Feed._open) == feeds") is True  # other panels still use the feed
     cluster.run("panels.close_all()")
