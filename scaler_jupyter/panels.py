@@ -48,14 +48,11 @@ from bokeh.layouts import row
 from bokeh.models import (
     CategoricalColorMapper,
     ColumnDataSource,
-    CustomJS,
     DataRange1d,
-    Div,
     FactorRange,
     HoverTool,
     LayoutDOM,
     Span,
-    TapTool,
 )
 from bokeh.palettes import Category20
 from bokeh.plotting import figure
@@ -63,6 +60,7 @@ from bokeh.resources import Resources
 from jupyter_bokeh import BokehModel
 
 from scaler_jupyter import monitor
+from scaler_jupyter.jupyter.graph_details import with_node_details
 from scaler_jupyter.pargraph import drawing
 from scaler_jupyter.pargraph.model import Graph
 
@@ -480,43 +478,14 @@ def graph(graph_or_run: Any, client: Any, *, explode: bool = False, keys: Any = 
         raise TypeError(f"panels.graph draws a pargraph Graph (or what has one as .graph), not {graph_or_run!r}")
     plot = drawing.figure(g, {}, explode=explode)
     source = plot.select_one({"name": drawing.VERTICES})
-    source.data["arguments"] = node_arguments(g.explode_subgraphs() if explode else g, source.data["id"])
-    details = Div(text=_CLICK_HINT, width=260, styles={"font-size": "9pt"})
-    plot.add_tools(TapTool(renderers=[r for r in plot.renderers if str(r.name or "").startswith("pargraph-")]))
-    source.selected.js_on_change("indices", CustomJS(args={"source": source, "details": details, "hint": _CLICK_HINT},
-                                                     code=_SHOW_DETAILS))
 
     def apply(snapshot: Mapping) -> None:
         found = graph_entry(g, snapshot)
         if found is not None:
             drawing.update_states(source, g, found[1])
 
-    return LivePanel("graph", row(plot, details), source, _feed(client, keys), apply)
-
-
-_CLICK_HINT = "<i>Click a node: its function, arguments and state.</i>"
-# in the browser, on a click: the clicked vertex's row of the source, as a small table beside the drawing
-_SHOW_DETAILS = """
-const i = source.selected.indices[0]
-if (i === undefined) { details.text = hint; return }
-const d = source.data
-const esc = (t) => String(t).replace(/&/g, "&amp;").replace(/</g, "&lt;")
-const rows = [["vertex", d.label[i]], ["kind", d.kind[i]], ["function", d.function[i]],
-              ["arguments", d.arguments[i]], ["details", d.details[i]], ["state", d.state[i]]]
-details.text = "<table>" + rows.filter((r) => r[1]).map(
-    (r) => "<tr><th style='text-align:left'>" + r[0] + "</th><td>" + esc(r[1]) + "</td></tr>").join("") + "</table>"
-"""
-
-
-def node_arguments(graph: Graph, vertex_ids: list[str]) -> list[str]:
-    """For each vertex of a drawing, what its node reads (the names of its inputs, constants and nodes); ``""``
-    for the vertices that are not nodes."""
-    arguments = []
-    for vertex in vertex_ids:
-        kind, _, key = vertex.partition(":")
-        node = graph.nodes.get(key) if kind == "node" else None
-        arguments.append("" if node is None else ", ".join(dict.fromkeys(ref.name for ref in node.refs())))
-    return arguments
+    return LivePanel("graph", with_node_details(plot, g.explode_subgraphs() if explode else g), source,
+                     _feed(client, keys), apply)
 
 
 def partition_model(function: Any) -> LivePanel:

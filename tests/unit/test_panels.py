@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scaler_jupyter import panels
+from scaler_jupyter.jupyter import graph_details
 from scaler_jupyter.pargraph import delayed, graph
 
 
@@ -136,9 +137,14 @@ def test_a_partition_model_panel_follows_its_function_outside_a_kernel():
 def test_each_node_of_a_drawing_lists_what_it_reads():
     g = pipeline.to_graph()
     ids = ["input:x", *[f"node:{key}" for key in g.nodes]]
-    arguments = panels.node_arguments(g, ids)
+    arguments = graph_details.node_arguments(g, ids)
     assert arguments[0] == ""  # an input reads nothing
     reads = dict(zip(ids[1:], arguments[1:], strict=True))
     add_node = next(vertex for vertex in reads if "add" in vertex)
     assert len(reads[add_node].split(", ")) == 2  # the two doubles
     assert any(read == "x" for read in reads.values())  # the first double reads the input
+
+
+def test_a_graph_s_notebook_display_shows_the_clicked_node_s_details():
+    html = pipeline.to_graph()._repr_mimebundle_()["text/html"]
+    assert "Click a node" in html and "TapTool" in html and "CustomJS" in html
