@@ -199,7 +199,6 @@ class Ticker:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.panels: list[LivePanel] = []
-        self.feeds: set[Feed] = set()
         self._handle: asyncio.TimerHandle | None = None
 
     @classmethod
