@@ -75,9 +75,10 @@ def test_the_task_stream_names_the_cell_that_submitted_each_task(cluster):
         pytest.xfail("tasks carry no origin yet (provenance: the nb-cell branch)")
     cluster.run("cells = panels.task_stream(client)")
     cluster.run("# the busy cell\nfrom_here = [client.submit(abs, -i) for i in range(30)]")
-    origins = wait_until(lambda: {o for o in value(cluster, "list(cells.source.data['origin'])") if o}, 30,
-                         "origins shown")
-    assert any(origin.startswith("In [") and "# the busy cell" in origin for origin in origins), origins
+    busy = wait_until(lambda: {o for o in value(cluster, "list(cells.source.data['origin'])") if "busy" in o}, 30,
+                      "the busy cell shown")
+    [label] = busy
+    assert label.startswith("In [") and label.endswith("]: # the busy cell")
 
 
 def test_worker_and_queue_panels_follow_the_cluster(cluster):
