@@ -40,6 +40,7 @@ bench: $(VENV)/.bench  ## side-by-side measurements against the peers
 	$(PY) benchmarks/client_results.py
 	$(PY) benchmarks/notebook_cluster.py
 	$(PY) benchmarks/notebook.py
+	$(PY) benchmarks/notebook_panels.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -473,7 +473,8 @@ class Client(concurrent.futures.Executor):
         if self._deleted_objects and not self._deleted_objects.isdisjoint(refs):
             raise DeletedObjectError(_which_argument_is_deleted(fn, args, kwargs, self._deleted_objects))
         return TaskSpec(next(self._task_ids), function_id, payload, refs, self._serializer_id, tags, priority,
-                        task_context.current_task_id, self._environment.ids(), task_origin.current)
+                        task_context.current_task_id, self._environment.ids(), task_origin.current,
+                        name=getattr(fn, "__qualname__", type(fn).__name__))
 
     def _cancel(self, task_id: int) -> None:
         self._cancel_many([task_id])

@@ -28,6 +28,7 @@ from scaler_jupyter.parfun.current import get_parallel_backend, set_parallel_bac
 from scaler_jupyter.parfun.decorator import ParallelFunction, parallel
 from scaler_jupyter.parfun.learner import PartitionSizeLearner
 from scaler_jupyter.parfun.mapping import parallel_map, parallel_starmap
+from scaler_jupyter.parfun.notebook import notebook_display
 from scaler_jupyter.parfun.partitioning import with_partition_size
 from scaler_jupyter.parfun.split import all_arguments, multiple_arguments, per_argument
 
@@ -46,6 +47,7 @@ __all__ = [
     "dataframe",
     "get_parallel_backend",
     "multiple_arguments",
+    "notebook_display",
     "numpy",
     "parallel",
     "parallel_map",

@@ -16,7 +16,7 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from scaler_jupyter.parfun import current, task
+from scaler_jupyter.parfun import current, notebook, task
 from scaler_jupyter.parfun.learner import PartitionSizeLearner
 from scaler_jupyter.parfun.profiling import CallTrace, PartitionTrace, export_csv, report
 from scaler_jupyter.parfun.runner import run_call
@@ -137,7 +137,7 @@ class ParallelFunction:
         elif trace.partitions and requested is None:
             trace.model["plain_generator"] = True
         self._last_trace = trace
-        if self.profile:
+        if self.profile and not notebook.show_profile(self, trace):  # a notebook shows a table and the curve
             print(report(trace), file=sys.stderr, flush=True)
         if self.trace_export:
             export_csv(trace, self.trace_export)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from scaler_jupyter.parfun import payload, task
 from scaler_jupyter.parfun.backends import Backend
 from scaler_jupyter.parfun.learner import prewarm
+from scaler_jupyter.parfun.notebook import CallDisplay
 from scaler_jupyter.parfun.partitioning import PartitionStream
 from scaler_jupyter.parfun.profiling import CallTrace, PartitionTrace
 from scaler_jupyter.parfun.signature import Layout, Slot
@@ -38,9 +39,11 @@ def run_call(function: ParallelFunction, backend: Backend, args: tuple, kwargs: 
     values, layout = function.parameters.bind(args, kwargs)
     fixed, stream = function.split.open(values, function.__name__)
     trace = CallTrace(function.__name__, backend.name, backend.n_workers, call_number)
+    display = CallDisplay.open(function, trace, stream.total)  # None outside a notebook
     try:
         pipeline = _Pipeline(function, backend, layout, fixed, stream, trace, _size_chooser(function, stream, trace,
                                                                                             args, kwargs))
+        pipeline.on_partition = display.partition_done if display is not None else None
         results = pipeline.results()
         try:
             combined = function.combine_with(results)
@@ -52,6 +55,8 @@ def run_call(function: ParallelFunction, backend: Backend, args: tuple, kwargs: 
         stream.close()
     trace.wall = time.perf_counter() - start
     function.record(trace)
+    if display is not None:
+        display.close()
     return combined
 
 
@@ -100,6 +105,7 @@ class _Pipeline:
         self.next_size = next_size
         self.exhausted_at: float | None = None  # when the last result was handed over, to time the combine tail
         self.limit = max(2, IN_FLIGHT_PER_WORKER * trace.n_workers)
+        self.on_partition: Callable[[int], None] | None = None  # told each partition's size once combined
 
     def results(self) -> Iterator:
         first = self._pull()
@@ -144,6 +150,8 @@ class _Pipeline:
             record.combine = _clock() - started
             if not self.trace.sequential:
                 self.function.observe(record)
+                if self.on_partition is not None:
+                    self.on_partition(record.size)
                 following = self._pull()
                 if following is not None:
                     pending.append(following)
@@ -200,6 +208,8 @@ class _Pipeline:
                 del result
                 record.combine = _clock() - handed
                 self.function.observe(record)
+                if self.on_partition is not None:
+                    self.on_partition(record.size)
         finally:
             for _, future in in_flight:
                 future.cancel()

@@ -354,12 +354,14 @@ def mimebundle(graph: Graph, states: Mapping[str, str] | None = None) -> dict[st
     them for it, but a frame's document does; and its BokehJS cannot clash with another version loaded
     in the page. The sandbox lets the drawing run scripts and save a PNG, and nothing else.
     """
+    from scaler_jupyter.jupyter.graph_details import WIDTH, with_node_details  # a click shows a node's details
+
     plot = figure(graph, states)
-    document = file_html(plot, resources=INLINE, title=f"pargraph {graph.name}")
+    document = file_html(with_node_details(plot, graph), resources=INLINE, title=f"pargraph {graph.name}")
     # single quotes around the attribute: BokehJS has a hundred times more " than ', each escaped costs 5 bytes
     srcdoc = document.replace("&", "&amp;").replace("'", "&#39;")
     legends = sum(1 for item in plot.below if isinstance(item, Legend))
-    width = plot.frame_width + 200  # the vertex legend on the right, borders
+    width = plot.frame_width + 200 + WIDTH  # the vertex legend on the right, borders, the node details
     height = plot.frame_height + 90 + 60 * legends  # title, toolbar, the state legend below
     html = (f"<iframe srcdoc='{srcdoc}' sandbox='allow-scripts allow-downloads' title='pargraph {_escape(graph.name)}'"
             f" style='width: {width}px; height: {height}px; border: none; max-width: 100%'></iframe>")

@@ -116,6 +116,7 @@ class TaskSpec:
     # value (see scaler_jupyter/import_environment.py); the same list for every task while they do not change
     environment: list[bytes] = dataclasses.field(default_factory=list)
     origin: str | None = None  # what submitted it, e.g. the notebook cell "In [5]: x = f(3)" (task_origin.py)
+    name: str = ""  # what the task runs (the function's qualified name), for the monitor's task stream
 
 
 def needed_objects(spec: TaskSpec) -> list[bytes]:

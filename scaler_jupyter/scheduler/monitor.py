@@ -65,6 +65,15 @@ busy on two cores reads 200).
       ``failed``, ``cancelled`` (dropped when the graph failed or was cancelled).
     - ``tasks`` (dict): key (as text) -> state, the same states; omitted for graphs of more than
       ``graphs.TASKS_REPORTED`` tasks.
+- ``recent_tasks`` (list), for task-stream panels: the last ``state.RECENT_TASKS`` tasks workers
+  finished (retried crashes not counted), oldest first. Each a dict:
+    - ``id`` (int): the task's id, unique per scheduler; ``worker`` (int): the ``id`` of the worker that ran it.
+    - ``function`` (str): the function's qualified name, or for a graph task its key's name (``inc`` for
+      ``inc-1f3a``); ``""`` if the client did not say.
+    - ``origin`` (str or None): what submitted it, such as a notebook cell, if known.
+    - ``start``, ``end`` (float): when it started (its end less its run time in the worker) and when the
+      scheduler learned it ended, seconds since the Unix epoch.
+    - ``status`` (str): ``ok``, ``error``, ``cancelled``, ... (``protocol.Status`` names, in lower case).
 
 On the feed, each snapshot is one ZeroMQ message of two frames: the topic and
 the msgpack-encoded snapshot, as ``protocol/feed.py`` encodes them; watch it
@@ -205,6 +214,9 @@ def build_snapshot(state: SchedulerState, now: float) -> dict:
         ],
         "graphs": [_graph_entry(g, state, epoch) for g in [*state.finished_graphs, *state.graphs.values()]],
         "unmatched": _unmatched(state, now),
+        "recent_tasks": [{"id": t.task_id, "worker": t.worker, "function": t.name, "origin": t.origin,
+                          "start": epoch + t.start, "end": epoch + t.end, "status": t.status}
+                         for t in state.recent_tasks],
     }
 
 

@@ -17,6 +17,8 @@ State:
   tasks that need it (:class:`ObjectStore`).
 - ``graphs``: (client, graph id) -> :class:`Graph`, the dependencies of every
   running graph (``graphs.py``); ``finished_graphs``: the last few that ended.
+- ``recent_tasks``: the last ``RECENT_TASKS`` tasks workers finished (:class:`FinishedTask`), for the
+  monitor's task stream.
 - ``unmatched``: tags -> :class:`Unmatched`, the tag sets pending tasks need and
   no connected worker offers (with no worker at all, every tag set, the empty one
   too). Checked each tick: past ``no_worker_grace`` seconds the tasks' clients get
@@ -37,6 +39,7 @@ import enum
 import itertools
 import logging
 import math
+import re
 
 from scaler_jupyter import queue_depth
 from scaler_jupyter.protocol import (
@@ -126,6 +129,22 @@ class Task:
     graph: Graph | None = None
 
 
+@dataclasses.dataclass(slots=True, frozen=True)
+class FinishedTask:
+    """A task a worker finished, for the monitor's task stream; times are the state's clock."""
+
+    task_id: int
+    worker: int  # the worker's number
+    name: str  # the function's name, or a graph task's key
+    origin: str | None  # what submitted it (a notebook cell), if known
+    start: float
+    end: float
+    status: str
+
+
+RECENT_TASKS = 256  # finished tasks kept for the monitor's task stream (bounded: a snapshot stays small)
+
+
 @dataclasses.dataclass(slots=True)
 class Unmatched:
     """Waiting tasks that need a tag set no connected worker offers: since when, and whether it was said."""
@@ -201,6 +220,7 @@ class SchedulerState:
         self._assigned: dict[bytes, list[TaskSpec]] = {}
         self._deleted: dict[bytes, list[bytes]] = {}  # objects workers may drop, coalesced per worker
         self.finished = 0  # tasks ended since the start: succeeded, failed, crashed or cancelled
+        self.recent_tasks: collections.deque[FinishedTask] = collections.deque(maxlen=RECENT_TASKS)
         self._next_balance = self.started
         self._someone_idle = False  # a worker ran out of work since the last flush: balance then, not a tick later
         self.stopping = False  # a client shut the cluster down: the loop sends what is flushed, then stops
@@ -572,6 +592,10 @@ class SchedulerState:
                 result.message = (f"{result.message}, on {runs}: the scheduler's --max-retries "
                                   f"({self.config.max_retries}) sets how many runs a crashing task gets")
             worker.done += 1
+            wall = result.profile[0] if result.profile else 0.0
+            self.recent_tasks.append(FinishedTask(
+                result.task_id, worker.number, task.spec.name or _graph_key(task), task.spec.origin,
+                now - wall, now, _STATUS_NAMES.get(result.status, "unknown")))
             self._finish(task, result)
         if walls:
             self._learn_task_time(worker, sum(walls) / len(walls))
@@ -801,6 +825,18 @@ class SchedulerState:
 _WARNED_IDS = 256  # task ids a TaskWarning names at most; its message counts them all
 _MAX_REPORTED = 1 << 53  # no real pid, memory size or count is larger
 _MAX_PROCESSORS = 4096
+
+
+def _graph_key(task: Task) -> str:
+    """What a graph task's key says it runs: ``inc-1f3a`` and ``('inc-1f3a', 0)`` read ``inc``."""
+    if task.graph is None:
+        return ""
+    key = task.graph.keys[task.graph.index[task.spec.task_id]]
+    return _KEY_NAME.match(key).group(1)
+
+
+_KEY_NAME = re.compile(r"[(\s'\"]*([^-@'\",]*)")
+_STATUS_NAMES = {status.value: status.name.lower() for status in Status}
 
 
 def _clamp(value, low, high):

@@ -27,7 +27,7 @@ from scaler_jupyter.protocol.messages import Status
 from scaler_jupyter.scheduler import monitor
 from scaler_jupyter.scheduler.monitor import RATE_WINDOW, SNAPSHOT_VERSION, Monitor, ProcessFacts, build_snapshot
 from scaler_jupyter.scheduler.server import default_monitor_address
-from scaler_jupyter.scheduler.state import SchedulerState
+from scaler_jupyter.scheduler.state import RECENT_TASKS, SchedulerState
 
 FN = b"F" * 16
 CLIENT, W1, W2 = b"client", b"w1", b"w2"
@@ -44,6 +44,7 @@ FORMAT = {
     "clients": [{**{key: None for key in ("id", "name", "host", "pid", "tasks", "submitted", "done")}, "origins": {}}],
     "graphs": None,
     "unmatched": None,
+    "recent_tasks": [{key: None for key in ("id", "worker", "function", "origin", "start", "end", "status")}],
 }
 
 
@@ -56,7 +57,7 @@ def shape(value) -> object:
 
 
 def spec(task_id: int) -> TaskSpec:
-    return TaskSpec(task_id, FN, Payload([b"args"]), [], None, [], 0, None)
+    return TaskSpec(task_id, FN, Payload([b"args"]), [], None, [], 0, None, name="double")
 
 
 def ok(task_id: int) -> TaskResult:
@@ -90,6 +91,7 @@ def cluster() -> Cluster:
 
 
 def test_the_snapshot_has_the_documented_keys(cluster):
+    cluster.send(W1, Results([ok(next(iter(cluster.state.workers[W1].queue)))]))  # a finished task, to list
     snapshot = cluster.snapshot()
     assert shape(snapshot) == FORMAT
     assert snapshot["version"] == SNAPSHOT_VERSION
@@ -142,6 +144,33 @@ def test_totals_by_task_state(cluster):
     assert tasks["held"] == 18 == tasks["pending"] + tasks["assigned"]
     assert tasks["assigned"] == tasks["queued"] + tasks["running"] and tasks["running"] == 1
     assert cluster.snapshot()["clients"][0]["done"] == 2
+
+
+def test_recent_tasks_say_who_ran_what_and_when(cluster):
+    first, second = list(cluster.state.workers[W2].queue)[:2]
+    cluster.now += 2.0
+    cluster.send(W2, Results([ok(first)]))
+    cluster.now += 1.0
+    cluster.send(W2, Results([TaskResult(second, Status.ERROR, Payload([b"boom"]), "", [0.5, 0.5, 1000])]))
+    snapshot = cluster.snapshot()
+    older, newer = snapshot["recent_tasks"]  # oldest first
+    assert (older["id"], newer["id"]) == (first, second)
+    assert older["worker"] == newer["worker"] == snapshot["workers"][1]["id"]
+    assert older["function"] == "double" and older["origin"] is None
+    assert (older["status"], newer["status"]) == ("ok", "error")
+    assert newer["end"] - newer["start"] == pytest.approx(0.5)  # its run time in the worker
+    assert newer["end"] - older["end"] == pytest.approx(1.0)
+    assert newer["end"] == pytest.approx(snapshot["time"])  # it ended as the snapshot was taken
+
+
+def test_recent_tasks_are_bounded(cluster):
+    cluster.send(CLIENT, Submit([], [spec(i) for i in range(21, RECENT_TASKS + 51)]))
+    while cluster.state.tasks:  # the workers finish what they hold until nothing is left
+        for peer in (W1, W2):
+            cluster.send(peer, Results([ok(task_id) for task_id in list(cluster.state.workers[peer].queue)]))
+    recent = cluster.snapshot()["recent_tasks"]
+    assert len(recent) == RECENT_TASKS < cluster.snapshot()["tasks"]["finished"]
+    assert recent[-1]["end"] >= recent[0]["end"]
 
 
 def test_tasks_per_second_over_the_last_window(cluster):
