@@ -10,9 +10,15 @@ import pytest
 from scaler_jupyter.jupyter.cell_worker import TRACEBACK_ATTRIBUTE, Cell, pack, rebind_globals, run_cell, unpack
 
 
+def sent(packed):
+    """What the other side receives: its own copy of every buffer, as a received frame is."""
+    stream, buffers = packed
+    return stream, tuple(bytearray(buffer) for buffer in buffers)
+
+
 def run(source: str, values: dict, returns=(), last_expression=False, extra=None) -> dict:
     cell = Cell("\n" + source, "Cell In[7]", tuple(returns), last_expression)
-    return unpack(run_cell(cell, pack(values), None if extra is None else pack(extra)))
+    return unpack(run_cell(cell, sent(pack(values)), None if extra is None else sent(pack(extra))))
 
 
 def test_names_in_and_out_and_the_last_value():

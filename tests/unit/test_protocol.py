@@ -37,7 +37,7 @@ SERIALIZER_ID = b"s" * 16
 
 def full_spec() -> TaskSpec:
     return TaskSpec(7, FUNCTION_ID, Payload([b"args", b"buffer"]), [OBJECT_ID], SERIALIZER_ID, ["gpu"], 3, 5,
-                    "In [4]: x = simulate(3)")
+                    [OBJECT_ID], "In [4]: x = simulate(3)", "simulate")
 
 
 def bare_spec() -> TaskSpec:

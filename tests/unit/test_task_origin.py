@@ -27,7 +27,7 @@ CELL_A, CELL_B = "In [3]: x = simulate(1)", "In [4]: for k in range(3):"
 
 
 def spec(task_id: int, origin: str | None) -> TaskSpec:
-    return TaskSpec(task_id, FN, Payload([b"args"]), [], None, [], 0, None, origin)
+    return TaskSpec(task_id, FN, Payload([b"args"]), [], None, [], 0, None, origin=origin)
 
 
 def origins(state: SchedulerState) -> dict:
