@@ -88,10 +88,7 @@ def main() -> None:
         kernel = Kernel(cwd)
         try:
             kernel.run("%load_ext scaler_jupyter")
-            kernel.run(f"from scaler_jupyter import Client\n"
-                       f"from scaler_jupyter.jupyter import cell_magic\n"
-                       f"client = Client({cluster.address!r})\n"
-                       f"cell_magic.use_client(client)")
+            kernel.run(f"%scaler connect {cluster.address}")
             kernel.run("import ipyparallel as ipp\n"
                        "ipp_cluster = ipp.Cluster(n=1, log_level=40)\n"
                        "rc = ipp_cluster.start_and_connect_sync(activate=True)\n"

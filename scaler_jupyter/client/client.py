@@ -531,6 +531,10 @@ class Client(concurrent.futures.Executor):
         """The scheduler is out of reach: say so on every pending and later call, and how to go on."""
         if self._lost is not None:
             return
+        if not self._welcome.done():  # still joining: the constructor (or reconnect) raises, saying why
+            self._lost = ConnectionLostError(reason)
+            self._welcome.set_exception(self._lost)
+            return
         if reconnectable:
             reason += ("; this client's pending tasks and stored objects are gone: call client.reconnect() "
                        "to join the scheduler again")
@@ -540,8 +544,6 @@ class Client(concurrent.futures.Executor):
         for reply in list(self._status_replies.values()):
             if not reply.done():
                 reply.set_exception(ConnectionLostError(reason))
-        if not self._welcome.done():
-            self._welcome.set_exception(ConnectionLostError(reason))
 
 
 def _chunks(iterable: Iterable, size: int) -> Iterator[list]:

@@ -43,23 +43,11 @@ from scaler_jupyter.jupyter.cell_analysis import analyze
 from scaler_jupyter.jupyter.cell_run import CellRun, one_line
 from scaler_jupyter.jupyter.cell_worker import Cell, pack
 
-_client = None  # set by use_client() until the kernel's session (``%scaler start|connect``) provides one
-
-
-def use_client(client) -> None:
-    """Run ``%%scaler`` cells on ``client``; None goes back to the kernel's session client."""
-    global _client
-    _client = client
-
 
 def current_client():
-    """The client ``%%scaler`` submits to: the one given to :func:`use_client`, else the kernel's session's."""
-    if _client is not None:
-        return _client
-    try:
-        from scaler_jupyter.jupyter.session import current_client as session_client
-    except ImportError:
-        raise RuntimeError("no cluster: run %scaler start or %scaler connect ADDRESS") from None
+    """The client ``%%scaler`` submits to: the kernel's (``%scaler start|connect``)."""
+    from scaler_jupyter.jupyter.session import current_client as session_client
+
     return session_client()
 
 

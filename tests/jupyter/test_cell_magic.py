@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import queue
-import textwrap
 import time
 
 import pytest
@@ -15,14 +14,10 @@ from tests.helpers import wait_until
 @pytest.fixture(scope="module")
 def notebook(kernel, cluster):
     """The module's kernel, its ``%%scaler`` cells running on the module's cluster."""
-    kernel.run(textwrap.dedent(f"""
-        from scaler_jupyter import Client
-        from scaler_jupyter.jupyter import cell_magic
-        _scaler_client = Client({cluster.address!r})
-        cell_magic.use_client(_scaler_client)
-    """))
+    kernel.run(f"%scaler connect {cluster.address}\n"
+               "import scaler_jupyter\n_scaler_client = scaler_jupyter.current_client()")
     yield kernel
-    kernel.run("cell_magic.use_client(None); _scaler_client.shutdown(cancel_futures=True)")
+    kernel.run("%scaler stop")
 
 
 @pytest.fixture(scope="module")
@@ -219,9 +214,10 @@ def test_help(notebook):
 
 
 def test_no_cluster_is_one_line(notebook):
-    out = notebook.run(cell("cell_magic.use_client(None)", "get_ipython().run_cell_magic('scaler', '', 'x = 1')"),
-                       allow_error=True)
-    notebook.run("cell_magic.use_client(_scaler_client)")
+    notebook.run("%scaler stop")
+    out = notebook.run(cell("%%scaler", "x = 1"), allow_error=True)
+    notebook.run("get_ipython().run_line_magic('scaler', 'connect ' + _scaler_client.address)\n"
+                 "_scaler_client = scaler_jupyter.current_client()")
     assert "no cluster: run %scaler start or %scaler connect ADDRESS" in out.stderr + out.text
 
 
