@@ -284,6 +284,11 @@ class LivePanel(BokehModel):
     def __init__(self, kind: str, plot: LayoutDOM, source: ColumnDataSource, feed: Feed | None,
                  apply: Callable[[Any], None], poll: Callable[[], Any] | None = None) -> None:
         _load_bokehjs()
+        # The first picture goes into the widget's initial state: jupyter_bokeh drops changes made before a
+        # view exists, so a value set once (the worker names of a range's factors) never reached the browser.
+        first = poll() if poll is not None else feed.snapshot if feed is not None else None
+        if first is not None:
+            apply(first)
         # the front end counts the views showing it (``_view_count``): a re-run cell's old panel has none
         super().__init__(plot, _view_count=0)
         self.kind = kind
@@ -292,7 +297,7 @@ class LivePanel(BokehModel):
         self.feed = feed
         self._apply = apply
         self._poll = poll  # for panels fed by something else than a feed (parfun's model)
-        self._serial = -1
+        self._serial = feed.serial if feed is not None and first is not None else -1
         self._closed = False
         self._was_shown = False
         self.ticker = Ticker.current()
