@@ -109,7 +109,10 @@ export class ClusterSidebar extends Widget {
         `Workers: ${cluster.workers.length} of ${cluster.n_workers}`
       )
     );
-    for (const worker of cluster.workers) {
+    const byName = [...cluster.workers].sort((a, b) =>
+      a.name.localeCompare(b.name, undefined, { numeric: true })
+    );
+    for (const worker of byName) {
       workers.appendChild(this._worker(worker));
     }
     item.appendChild(workers);
