@@ -21,7 +21,7 @@ import {
   startCluster,
   stopCluster
 } from './api';
-import { dashboardTab, dashboardTabId } from './dashboard';
+import { closeDashboardTabs, dashboardTab, dashboardTabId } from './dashboard';
 import { ClusterListModel } from './model';
 
 export const CommandIDs = {
@@ -88,6 +88,13 @@ export function registerCommands(
     await model.refresh();
   };
 
+  // A cluster stopped elsewhere (a notebook, the command line) takes its tabs with it.
+  model.changed.connect(() => {
+    if (model.error === null) {
+      closeDashboardTabs(shell, id => model.find(id) !== undefined);
+    }
+  });
+
   commands.addCommand(CommandIDs.newCluster, {
     label: 'Scaler: New Cluster',
     caption: 'Start a local cluster that outlives this server',
@@ -146,6 +153,7 @@ export function registerCommands(
     execute: async args => {
       const cluster = clusterOf(args);
       if (cluster) {
+        closeDashboardTabs(shell, id => id !== cluster.id);
         await act('Cannot stop the cluster', () => stopCluster(cluster.id));
       }
     }

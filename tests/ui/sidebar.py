@@ -27,8 +27,11 @@ class Sidebar:
         self.node = page.locator("#scaler-jupyter-sidebar")
 
     def open(self) -> None:
-        """Show the sidebar (a click on its tab in the left bar)."""
-        self.page.locator(".jp-SideBar [data-id='scaler-jupyter-sidebar']").click()
+        """Show the sidebar: a click on its tab in the left bar, unless Lab restored it open (a click closes it)."""
+        tab = self.page.locator(".jp-SideBar [data-id='scaler-jupyter-sidebar']")
+        tab.wait_for()
+        if "lm-mod-current" not in (tab.get_attribute("class") or ""):
+            tab.click()
         self.node.wait_for()
 
     def cluster(self, cluster_id: str):

@@ -58,7 +58,7 @@ def test_start_scale_watch_and_stop_from_the_sidebar(lab, page, picture):
     tab = page.locator(".sj-DashboardTab:not(.lm-mod-hidden)")
     tab.frame_locator("iframe").locator("canvas").first.wait_for(timeout=60_000)  # a live Bokeh canvas
     picture(sidebar.node, "lab-sidebar.png")
-    picture(tab, "lab-dashboard-tab.png")
+    picture(page.locator("#main"), "lab-dashboard-tab.png")  # the whole Lab window: sidebar and tab
 
     sidebar.stop(new)
     assert page.console_errors == []
