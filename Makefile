@@ -46,7 +46,7 @@ lint: $(VENV)/.test
 test: lint  ## every test, with real processes
 	$(PY) -m pytest -q
 
-bench: $(VENV)/.bench  ## side-by-side measurements against the peers
+bench: $(VENV)/.bench $(VENV)/.test  ## side-by-side measurements against the peers (lab.py drives chromium)
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/balancing.py
 	$(PY) benchmarks/resilience.py
@@ -58,6 +58,7 @@ bench: $(VENV)/.bench  ## side-by-side measurements against the peers
 	$(PY) benchmarks/notebook_cluster.py
 	$(PY) benchmarks/notebook.py
 	$(PY) benchmarks/notebook_panels.py
+	$(PY) benchmarks/lab.py
 
 pictures: $(VENV)/.test  ## the README's pictures, taken by the browser tests from a real run
 	SCALER_JUPYTER_PICTURES=docs/images $(PY) -m pytest -q tests/ui

@@ -75,10 +75,11 @@ export function registerCommands(
   const { commands, shell } = app;
   const clusterOf = (args: { id?: unknown }) => model.find(String(args.id));
 
-  // Each action reports failure in a dialog with the server's one-line message, then refreshes.
+  // Each action shows its answer at once (the server's answer describes the cluster), reports a failure in
+  // a dialog with the server's one-line message, then polls for the rest.
   const act = async (
     title: string,
-    action: () => Promise<unknown>
+    action: () => Promise<void>
   ): Promise<void> => {
     try {
       await action();
@@ -115,7 +116,9 @@ export function registerCommands(
         );
         return;
       }
-      await act('Cannot start the cluster', () => startCluster(spec));
+      await act('Cannot start the cluster', async () =>
+        model.update(await startCluster(spec))
+      );
     }
   });
 
@@ -143,7 +146,9 @@ export function registerCommands(
         return;
       }
       const n = result.value;
-      await act('Cannot scale the cluster', () => scaleCluster(cluster.id, n));
+      await act('Cannot scale the cluster', async () =>
+        model.update(await scaleCluster(cluster.id, n))
+      );
     }
   });
 
@@ -154,7 +159,10 @@ export function registerCommands(
       const cluster = clusterOf(args);
       if (cluster) {
         closeDashboardTabs(shell, id => id !== cluster.id);
-        await act('Cannot stop the cluster', () => stopCluster(cluster.id));
+        await act('Cannot stop the cluster', async () => {
+          await stopCluster(cluster.id);
+          model.remove(cluster.id);
+        });
       }
     }
   });

@@ -45,6 +45,26 @@ export class ClusterListModel {
     return this._clusters.find(cluster => cluster.id === id);
   }
 
+  /** Show a cluster as an action's answer describes it, without waiting for the next poll. */
+  update(cluster: ICluster): void {
+    const index = this._clusters.findIndex(known => known.id === cluster.id);
+    this._clusters =
+      index < 0
+        ? [...this._clusters, cluster]
+        : [
+            ...this._clusters.slice(0, index),
+            cluster,
+            ...this._clusters.slice(index + 1)
+          ];
+    this._changed.emit();
+  }
+
+  /** Drop a cluster that an action stopped. */
+  remove(id: string): void {
+    this._clusters = this._clusters.filter(cluster => cluster.id !== id);
+    this._changed.emit();
+  }
+
   /** Poll now (after an action, or when the sidebar is shown again). */
   refresh(): Promise<void> {
     return this._poll.refresh();

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 
 from scaler_jupyter import clusters
 
@@ -45,14 +46,18 @@ class Sidebar:
     def ids(self) -> set[str]:
         return set(self.node.locator(".sj-Cluster").evaluate_all("nodes => nodes.map(n => n.dataset.clusterId)"))
 
-    def click_new_cluster(self, n_workers: int, tags: str = "") -> None:
-        """Fill and accept the "New cluster" dialog (returns once the dialog is gone)."""
+    def click_new_cluster(self, n_workers: int, tags: str = "") -> float:
+        """Fill and accept the "New cluster" dialog; ``time.perf_counter()`` just before the Start click."""
         self.node.locator(".sj-NewCluster").click()
         dialog = self.page.locator(".jp-Dialog")
         dialog.locator(".sj-Workers-input").fill(str(n_workers))
         dialog.locator(".sj-Tags-input").fill(tags)
-        dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+        start = dialog.locator(".jp-Dialog-button.jp-mod-accept")
+        start.wait_for()
+        clicked = time.perf_counter()
+        start.click()
         dialog.wait_for(state="detached")
+        return clicked
 
     def wait_new_cluster(self, before: set[str], n_workers: int, timeout: float = 60_000) -> str:
         """Wait for a cluster not in ``before`` listed with ``n_workers`` workers; its id."""
