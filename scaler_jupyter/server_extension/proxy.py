@@ -72,7 +72,7 @@ class DashboardProxyHandler(WebSocketMixin, websocket.WebSocketHandler, JupyterH
         url = dashboard + (path or "").lstrip("/")
         return url + (f"?{self.request.query}" if self.request.query else "")
 
-    def _headers(self) -> dict[str, str]:
+    def _forwarded_headers(self) -> dict[str, str]:
         return {name: value for name, value in self.request.headers.get_all() if name.lower() not in _NOT_FORWARDED}
 
     @ws_authenticated
@@ -91,7 +91,7 @@ class DashboardProxyHandler(WebSocketMixin, websocket.WebSocketHandler, JupyterH
     # -- HTTP --------------------------------------------------------------------------
 
     async def _forward(self, target: str) -> None:
-        request = httpclient.HTTPRequest(target, method=self.request.method, headers=self._headers(),
+        request = httpclient.HTTPRequest(target, method=self.request.method, headers=self._forwarded_headers(),
                                          body=self.request.body if self.request.method in ("POST", "PUT", "PATCH")
                                          else None, follow_redirects=False, request_timeout=30)
         response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
@@ -125,7 +125,7 @@ class DashboardProxyHandler(WebSocketMixin, websocket.WebSocketHandler, JupyterH
         parts = urlsplit(target)
         url = parts._replace(scheme="ws").geturl()
         offered = [p.strip() for p in self.request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-        request = httpclient.HTTPRequest(url, headers={**self._headers(), "Origin": f"http://{parts.netloc}"},
+        request = httpclient.HTTPRequest(url, headers={**self._forwarded_headers(), "Origin": f"http://{parts.netloc}"},
                                          connect_timeout=10, request_timeout=10)
         try:
             self._backend = await websocket.websocket_connect(request, subprotocols=offered or None,

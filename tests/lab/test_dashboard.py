@@ -1,0 +1,123 @@
+"""The dashboard server: its panels served and updating, directly and through the Jupyter server's proxy
+under the base_url ``/a%40b/`` (HTTP, and the Bokeh websocket with its session token as a subprotocol)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import urllib.request
+
+import pytest
+import tornado.httpclient
+import tornado.websocket
+
+from scaler_jupyter import Client, LocalCluster
+from scaler_jupyter.dashboard import PANELS
+
+
+@pytest.fixture(scope="module")
+def watched():
+    """A cluster with its dashboard, as ``%scaler start`` makes one."""
+    with LocalCluster(n_workers=1, dashboard=True) as cluster:
+        yield cluster
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
+def test_the_index_lists_every_panel_and_each_page_loads_bokehjs_from_the_dashboard(watched):
+    base = watched.dashboard_address
+    assert base.startswith("http://127.0.0.1:") and watched.record()["dashboard_address"] == base
+    index = json.loads(get(base + "index.json"))
+    assert index["scheduler"] == watched.address
+    assert [panel["path"] for panel in index["panels"]] == [panel.path for panel in PANELS]
+    for panel in index["panels"]:
+        page = get(base + panel["path"]).decode()
+        scripts = re.findall(r'<script[^>]* src="([^"]+)"', page)
+        assert scripts and all(src.startswith("static/js/") for src in scripts)  # relative: works under a proxy
+    assert b"Bokeh Contributors" in get(base + scripts[0])[:200]  # BokehJS itself, from the dashboard (no CDN)
+
+
+async def test_a_session_follows_the_tasks_directly(watched):
+    base = watched.dashboard_address
+    html = get(base + "task-stream").decode()
+    token = re.search(r'"token":\s*"([^"]+)"', html).group(1)
+    connection = await tornado.websocket.websocket_connect(base.replace("http:", "ws:") + "task-stream/ws",
+                                                           subprotocols=["bokeh", token])
+    try:
+        assert (await receive(connection))[0]["msgtype"] == "ACK"
+        await pull_document(connection)
+        with Client(watched.address) as client:
+            assert sum(client.map(abs, range(-20, 0))) == 210
+            for _ in range(20):  # a patch per new snapshot: the one with the tasks comes within a few
+                header, content = await receive(connection)
+                streamed = [e for e in content.get("events", []) if e["kind"] == "ColumnsStreamed"]
+                if streamed:
+                    break
+            columns = dict(streamed[0]["data"]["entries"])  # a map, as Bokeh serialises one
+            assert header["msgtype"] == "PATCH-DOC" and set(columns["function"]) == {"abs"}
+    finally:
+        connection.close()
+
+
+# -- through the Jupyter server's proxy --------------------------------------------------------
+
+
+async def fetch(jp_fetch, *parts):
+    try:
+        return await jp_fetch(*parts)
+    except tornado.httpclient.HTTPClientError as exc:
+        return exc.response
+
+
+async def receive(connection, timeout: float = 20.0) -> tuple[dict, dict]:
+    """One Bokeh protocol message: (header, content); its buffers are skipped."""
+    header = json.loads(await asyncio.wait_for(connection.read_message(), timeout))
+    await asyncio.wait_for(connection.read_message(), timeout)  # metadata
+    content = json.loads(await asyncio.wait_for(connection.read_message(), timeout))
+    for _ in range(header.get("num_buffers", 0)):
+        await asyncio.wait_for(connection.read_message(), timeout)  # the buffer's header, then its bytes
+        await asyncio.wait_for(connection.read_message(), timeout)
+    return header, content
+
+
+async def pull_document(connection) -> dict:
+    """Ask for the session's document (after which the server sends its changes); its JSON."""
+    for frame in ({"msgid": "1", "msgtype": "PULL-DOC-REQ"}, {}, {}):
+        await connection.write_message(json.dumps(frame))
+    header, content = await receive(connection)
+    assert header["msgtype"] == "PULL-DOC-REPLY" and "roots" in content["doc"]
+    return content["doc"]
+
+
+async def test_the_proxy_serves_a_dashboard_and_its_websocket_under_the_base_url(jp_fetch, jp_ws_fetch, jp_base_url):
+    with LocalCluster(n_workers=1, dashboard=True) as cluster:
+        root = ("scaler-jupyter", "dashboard", cluster.id)
+        index = await fetch(jp_fetch, *root, "index.json")
+        assert index.code == 200 and json.loads(index.body)["scheduler"] == cluster.address
+        page = await fetch(jp_fetch, *root, "throughput")
+        assert page.code == 200
+        html = page.body.decode()
+        script = re.search(r'src="(static/js/bokeh\.min\.js)\?v=', html).group(1)
+        assert b"Bokeh Contributors" in (await fetch(jp_fetch, *root, script)).body[:200]
+        token = re.search(r'"token":\s*"([^"]+)"', html).group(1)
+
+        connection = await jp_ws_fetch(*root, "throughput", "ws", subprotocols=["bokeh", token])
+        try:
+            assert connection.selected_subprotocol == "bokeh"
+            header, _ = await receive(connection)
+            assert header["msgtype"] == "ACK"
+            await pull_document(connection)
+            with Client(cluster.address) as client:
+                assert client.submit(abs, -1).result(timeout=30) == 1
+                header, content = await receive(connection)  # each new snapshot streams a sample
+                assert header["msgtype"] == "PATCH-DOC"
+                assert any(event["kind"] == "ColumnsStreamed" for event in content["events"])
+        finally:
+            connection.close()
+        missing = await fetch(jp_fetch, "scaler-jupyter", "dashboard", "0123abcd", "index.json")
+        assert missing.code == 404
+    assert jp_base_url == "/a%40b/"
