@@ -161,6 +161,12 @@ class Feed:
         feed.users += 1
         return feed
 
+    @classmethod
+    def users_of(cls, address: str) -> int:
+        """How many panels of this process watch ``address`` (0: no subscription is open)."""
+        feed = cls._open.get(address)
+        return 0 if feed is None else feed.users
+
     def poll(self) -> None:
         """Take the newest snapshot waiting, if any."""
         snapshot = self.subscription.latest(0.0)

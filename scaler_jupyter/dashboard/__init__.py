@@ -5,9 +5,10 @@ local clusters of ``scaler-jupyter start`` and ``%scaler start``, its URL in the
 ``dashboard_address``) serves on 127.0.0.1:
 
 - ``{prefix}{panel.path}``: each panel of :data:`PANELS`, a Bokeh server app of its own;
-- ``{prefix}index.json``: ``{"scheduler": ADDRESS, "panels": [{"name", "title", "path"}, ...]}``,
-  paths relative to the prefix, the small document to probe (never an app page: each visit to one
-  makes a Bokeh session);
+- ``{prefix}index.json``: ``{"scheduler": ADDRESS, "panels": [{"name", "title", "path"}, ...],
+  "sessions": N}``, paths relative to the prefix, ``sessions`` the Bokeh sessions open (the monitor
+  feed is subscribed while there is one); the small document to probe (never an app page: each
+  visit to one makes a Bokeh session);
 - ``{prefix}``: a page linking the panels.
 
 This module says what the panels are (no Bokeh import, so the Jupyter server extension can list them);

@@ -66,7 +66,8 @@ class _IndexJSON(RequestHandler):
 
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"scheduler": self.address, "panels": [panel.to_json() for panel in PANELS]}))
+        self.finish(json.dumps({"scheduler": self.address, "panels": [panel.to_json() for panel in PANELS],
+                                "sessions": panel_plots.Feed.users_of(self.address)}))
 
 
 class _IndexPage(RequestHandler):

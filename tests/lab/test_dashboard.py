@@ -14,6 +14,8 @@ import tornado.websocket
 
 from scaler_jupyter import Client, LocalCluster
 from scaler_jupyter.dashboard import PANELS
+from scaler_jupyter.dashboard.server import UNUSED_SESSION_LIFETIME
+from tests.helpers import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +61,12 @@ async def test_a_session_follows_the_tasks_directly(watched):
                     break
             columns = dict(streamed[0]["data"]["entries"])  # a map, as Bokeh serialises one
             assert header["msgtype"] == "PATCH-DOC" and set(columns["function"]) == {"abs"}
+        assert json.loads(get(base + "index.json"))["sessions"] >= 1  # page loads make sessions too
     finally:
         connection.close()
+    # the closed tab's session ends a few seconds later, and with it the subscription to the monitor feed
+    assert wait_until(lambda: json.loads(get(base + "index.json"))["sessions"] == 0,
+                      UNUSED_SESSION_LIFETIME * 3 + 5, "the dashboard to drop the closed session")
 
 
 # -- through the Jupyter server's proxy --------------------------------------------------------
