@@ -3,6 +3,7 @@ with real clusters: start, list, scale, stop, and every request it must refuse w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.parse
 
@@ -124,3 +125,16 @@ def test_the_dashboard_url_is_under_the_base_url():
     assert model["dashboard"]["url"] == "/a%40b/scaler-jupyter/dashboard/ab12cd34/"
     assert urllib.parse.unquote(model["dashboard"]["url"]).startswith("/a@b/")
     assert model["workers"] == [] and model["tasks"] == {}
+
+
+async def test_starting_a_cluster_leaves_the_server_answering(jp_fetch):
+    """A start runs in the extension's threads: requests made meanwhile are answered before it ends."""
+    starting = asyncio.ensure_future(call(jp_fetch, *API, method="POST", body={"n_workers": 1}))
+    try:
+        status, _ = await call(jp_fetch, "api", "status")
+        assert status == 200 and not starting.done()
+    finally:
+        status, started = await starting
+    assert status == 201
+    status, _ = await call(jp_fetch, *API, started["id"], method="DELETE")
+    assert status == 204 and clusters.list_clusters() == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import urllib.request
 
@@ -13,8 +14,10 @@ import tornado.httpclient
 import tornado.websocket
 
 from scaler_jupyter import Client, LocalCluster
+from scaler_jupyter.cluster import read_ready
 from scaler_jupyter.dashboard import PANELS
 from scaler_jupyter.dashboard.server import UNUSED_SESSION_LIFETIME
+from scaler_jupyter.processes import spawn, stop
 from tests.helpers import wait_until
 
 
@@ -127,3 +130,21 @@ async def test_the_proxy_serves_a_dashboard_and_its_websocket_under_the_base_url
         missing = await fetch(jp_fetch, "scaler-jupyter", "dashboard", "0123abcd", "index.json")
         assert missing.code == 404
     assert jp_base_url == "/a%40b/"
+
+
+def test_the_command_serves_under_a_prefix(watched):
+    """``scaler-jupyter dashboard ADDRESS --prefix /a/b/``: every path under the prefix, links relative."""
+    ready_r, ready_w = os.pipe()
+    process = spawn(["-m", "scaler_jupyter", "dashboard", watched.address, "--port", "0", "--prefix", "/a/b/",
+                     "--ready-fd", str(ready_w)], pass_fds=(ready_w,))
+    os.close(ready_w)
+    try:
+        url = read_ready(ready_r, process, 30, "the dashboard")["address"]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/a/b/")
+        assert json.loads(get(url + "index.json"))["sessions"] == 0
+        assert 'href="workers"' in get(url).decode()
+        page = get(url + "queues").decode()
+        script = re.search(r'src="(static/js/bokeh\.min\.js[^"]*)"', page).group(1)
+        assert b"Bokeh Contributors" in get(url + script)[:200]
+    finally:
+        stop(process)
