@@ -46,8 +46,3 @@ def _load_jupyter_server_extension(server_app) -> None:
     ])
     server_app.log.info("scaler_jupyter: clusters API and dashboard proxy at %s", root)
 
-
-def _unload_jupyter_server_extension(server_app) -> None:
-    pool = server_app.web_app.settings.pop(POOL_SETTING, None)
-    if pool is not None:
-        pool.shutdown(wait=False, cancel_futures=True)

@@ -13,7 +13,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from scaler_jupyter import clusters, monitor
-from scaler_jupyter.errors import ClusterError
+from scaler_jupyter.errors import ClusterError, ScalerJupyterError
 from scaler_jupyter.server_extension import POOL_SETTING, api
 
 AUTH_RESOURCE = "scaler_jupyter"  # what an Authorizer is asked about (read: GET; write: POST, PATCH, DELETE)
@@ -32,7 +32,7 @@ def _describe(record: dict, base_url: str, kernel_pids: dict[int, dict]) -> dict
     snapshot, error = None, None
     try:
         snapshot = monitor.snapshot(record["address"], record.get("keys"), timeout=SNAPSHOT_TIMEOUT)
-    except (OSError, TimeoutError, ValueError, ConnectionError, RuntimeError) as exc:
+    except (OSError, TimeoutError, ValueError, ScalerJupyterError) as exc:  # listed anyway, with why
         error = str(exc).splitlines()[0]
     return api.cluster_model(record, snapshot, api.connected_kernels(snapshot, kernel_pids, _ancestors), base_url,
                              error)

@@ -60,16 +60,19 @@ class DashboardProxyHandler(WebSocketMixin, websocket.WebSocketHandler, JupyterH
     auth_resource = AUTH_RESOURCE
     _backend: websocket.WebSocketClientConnection | None = None
     _relay: asyncio.Future | None = None
+    _dashboard_root = "/"  # the path of the dashboard's own root (its --prefix)
 
     @property
     def max_message_size(self) -> int:
         return MAX_MESSAGE_SIZE
 
-    async def _target(self, cluster_id: str, path: str | None) -> str:
+    async def _target(self, cluster_id: str, path: str) -> str:
+        """The dashboard URL for this request's ``path`` (below the cluster's proxy root)."""
         dashboard = await asyncio.get_running_loop().run_in_executor(None, dashboard_of, cluster_id)
         if dashboard is None:
             raise web.HTTPError(404, f"no dashboard for cluster {cluster_id!r}")
-        url = dashboard + (path or "").lstrip("/")
+        self._dashboard_root = urlsplit(dashboard).path
+        url = dashboard + path.lstrip("/")
         return url + (f"?{self.request.query}" if self.request.query else "")
 
     def _forwarded_headers(self) -> dict[str, str]:
@@ -86,11 +89,11 @@ class DashboardProxyHandler(WebSocketMixin, websocket.WebSocketHandler, JupyterH
             await self._open_backend(target)
             await super().get(cluster_id, path)
         else:
-            await self._forward(target)
+            await self._forward(target, path)
 
     # -- HTTP --------------------------------------------------------------------------
 
-    async def _forward(self, target: str) -> None:
+    async def _forward(self, target: str, path: str) -> None:
         request = httpclient.HTTPRequest(target, method=self.request.method, headers=self._forwarded_headers(),
                                          body=self.request.body if self.request.method in ("POST", "PUT", "PATCH")
                                          else None, follow_redirects=False, request_timeout=30)
@@ -102,22 +105,21 @@ class DashboardProxyHandler(WebSocketMixin, websocket.WebSocketHandler, JupyterH
             if name.lower() in _NOT_RETURNED:
                 continue
             if name.lower() == "location":
-                value = self._relative_location(value, target)
+                value = self._proxied_location(value, target, path)
             self.set_header(name, value)
         if response.body:
             self.write(response.body)
         self.finish()
 
-    def _relative_location(self, location: str, target: str) -> str:
-        """A redirect to the dashboard's own host becomes one to the same path under this proxy."""
-        dashboard = urlsplit(target)
+    def _proxied_location(self, location: str, target: str, path: str) -> str:
+        """A redirect to a path of the dashboard becomes one to the same path under this proxy."""
         parts = urlsplit(location)
-        if parts.netloc and parts.netloc != dashboard.netloc:
-            return location
-        if not parts.path.startswith("/"):
-            return location  # relative already: right under the proxy too
-        prefix = self.request.path[: len(self.request.path) - len(dashboard.path)]
-        return prefix + parts.path + (f"?{parts.query}" if parts.query else "")
+        if parts.netloc and parts.netloc != urlsplit(target).netloc:
+            return location  # elsewhere: left alone
+        if not parts.path.startswith(self._dashboard_root):
+            return location  # relative already (right under the proxy too), or outside the dashboard
+        proxy_root = self.request.path[: len(self.request.path) - len(path)] + "/"
+        return proxy_root + parts.path[len(self._dashboard_root):] + (f"?{parts.query}" if parts.query else "")
 
     # -- websockets --------------------------------------------------------------------
 

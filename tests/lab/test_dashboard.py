@@ -75,11 +75,13 @@ async def test_a_session_follows_the_tasks_directly(watched):
 # -- through the Jupyter server's proxy --------------------------------------------------------
 
 
-async def fetch(jp_fetch, *parts):
+async def fetch(jp_fetch, *parts, **kwargs):
     try:
-        return await jp_fetch(*parts)
+        return await jp_fetch(*parts, **kwargs)
     except tornado.httpclient.HTTPClientError as exc:
         return exc.response
+
+
 
 
 async def receive(connection, timeout: float = 20.0) -> tuple[dict, dict]:
@@ -127,6 +129,8 @@ async def test_the_proxy_serves_a_dashboard_and_its_websocket_under_the_base_url
                 assert any(event["kind"] == "ColumnsStreamed" for event in content["events"])
         finally:
             connection.close()
+        bare = await fetch(jp_fetch, *root, follow_redirects=False)  # relative links need the slash
+        assert bare.code == 302 and bare.headers["Location"] == f"{jp_base_url}scaler-jupyter/dashboard/{cluster.id}/"
         missing = await fetch(jp_fetch, "scaler-jupyter", "dashboard", "0123abcd", "index.json")
         assert missing.code == 404
     assert jp_base_url == "/a%40b/"
