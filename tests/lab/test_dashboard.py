@@ -7,17 +7,22 @@ import asyncio
 import json
 import os
 import re
+import time
 import urllib.request
 
 import pytest
 import tornado.httpclient
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
 import tornado.websocket
 
-from scaler_jupyter import Client, LocalCluster
+from scaler_jupyter import Client, LocalCluster, clusters
 from scaler_jupyter.cluster import read_ready
 from scaler_jupyter.dashboard import PANELS
-from scaler_jupyter.dashboard.server import UNUSED_SESSION_LIFETIME
+from scaler_jupyter.dashboard.server import MAX_MESSAGE_SIZE, UNUSED_SESSION_LIFETIME
 from scaler_jupyter.processes import spawn, stop
+from scaler_jupyter.server_extension import proxy
 from tests.helpers import wait_until
 
 
@@ -152,3 +157,60 @@ def test_the_command_serves_under_a_prefix(watched):
         assert b"Bokeh Contributors" in get(url + script)[:200]
     finally:
         stop(process)
+
+
+class _EchoHeaders(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.finish(dict(self.request.headers.get_all()))
+
+
+class _EchoSocket(tornado.websocket.WebSocketHandler):
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        self.offered = subprotocols
+        return subprotocols[0] if subprotocols else None
+
+    def open(self) -> None:
+        headers = dict(self.request.headers.get_all())
+        self.write_message(json.dumps({"offered": self.offered, "headers": headers}))
+
+    def on_message(self, message) -> None:
+        self.write_message(message, binary=isinstance(message, bytes))
+
+
+async def test_the_proxy_keeps_credentials_and_forwards_subprotocols(jp_fetch, jp_ws_fetch):
+    """Against a server that echoes what it receives, recorded as a cluster's dashboard."""
+    backend = tornado.web.Application([("/headers", _EchoHeaders), ("/ws", _EchoSocket)],
+                                      websocket_max_message_size=MAX_MESSAGE_SIZE)  # as Bokeh's
+    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server = tornado.httpserver.HTTPServer(backend)
+    server.add_sockets(sockets)
+    port = sockets[0].getsockname()[1]
+    record = {"id": "ec0ec0ec", "address": "tcp://127.0.0.1:1", "monitor_address": "", "pids": [os.getpid()],
+              "owner_pid": os.getpid(), "n_workers": 0, "tags": [], "started": time.time(), "keys": None,
+              "dashboard_address": f"http://127.0.0.1:{port}/", "dashboard_pid": None,
+              "control_address": None, "detached": False}
+    clusters.write(record)
+    try:
+        root = ("scaler-jupyter", "dashboard", record["id"])
+        response = await fetch(jp_fetch, *root, "headers", headers={"Cookie": "_xsrf=secret; session=secret"})
+        seen = {name.lower(): value for name, value in json.loads(response.body).items()}
+        assert response.code == 200 and "cookie" not in seen and "authorization" not in seen
+        assert seen["host"] == f"127.0.0.1:{port}"
+
+        connection = await jp_ws_fetch(*root, "ws", subprotocols=["bokeh", "a-session-token"],
+                                       headers={"Cookie": "session=secret"}, max_message_size=MAX_MESSAGE_SIZE)
+        try:
+            hello = json.loads(await asyncio.wait_for(connection.read_message(), 10))
+            assert hello["offered"] == ["bokeh", "a-session-token"] and connection.selected_subprotocol == "bokeh"
+            seen = {name.lower(): value for name, value in hello["headers"].items()}
+            assert seen["origin"] == f"http://127.0.0.1:{port}"  # the dashboard's own: it accepts no other
+            assert not {"cookie", "authorization"} & set(seen)
+            assert proxy.MAX_MESSAGE_SIZE == MAX_MESSAGE_SIZE
+            big = bytes(12 * 1024 * 1024)  # over tornado's 10 MiB default, under Bokeh's 20 MiB
+            await connection.write_message(big, binary=True)
+            assert await asyncio.wait_for(connection.read_message(), 30) == big
+        finally:
+            connection.close()
+    finally:
+        clusters.remove(record["id"])
+        server.stop()
