@@ -138,3 +138,26 @@ async def test_starting_a_cluster_leaves_the_server_answering(jp_fetch):
     assert status == 201
     status, _ = await call(jp_fetch, *API, started["id"], method="DELETE")
     assert status == 204 and clusters.list_clusters() == []
+
+
+async def test_a_kernel_that_connects_is_listed_with_its_cluster(jp_fetch, jp_serverapp):
+    """Found by the kernel's process id among the scheduler's clients; the kernel is driven here as a user
+    would, the extension never runs code in it."""
+    with LocalCluster(n_workers=0) as cluster:
+        status, kernel = await call(jp_fetch, "api", "kernels", method="POST", body={"name": "python3"})
+        assert status == 201
+        manager = jp_serverapp.kernel_manager.get_kernel(kernel["id"])
+        client = manager.client()
+        client.start_channels()
+        try:
+            await client.wait_for_ready(timeout=60)
+            reply = await client.execute_interactive(
+                f"from scaler_jupyter import Client\nclient = Client({cluster.address!r})", timeout=60)
+            assert reply["content"]["status"] == "ok"
+            status, model = await call(jp_fetch, *API, cluster.id)
+            assert status == 200
+            assert [k["id"] for k in model["kernels"]] == [kernel["id"]]
+            assert model["kernels"][0]["name"] == "python3"
+        finally:
+            client.stop_channels()
+            await jp_serverapp.kernel_manager.shutdown_kernel(kernel["id"], now=True)
