@@ -41,6 +41,7 @@ bench: $(VENV)/.bench  ## side-by-side measurements against the peers
 	$(PY) benchmarks/notebook_cluster.py
 	$(PY) benchmarks/notebook.py
 	$(PY) benchmarks/notebook_panels.py
+	$(PY) benchmarks/lab_server.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
