@@ -26,6 +26,7 @@ from jupyter_server.base.websocket import WebSocketMixin
 from tornado import httpclient, web, websocket
 
 from scaler_jupyter import clusters
+from scaler_jupyter.server_extension import POOL_SETTING
 from scaler_jupyter.server_extension.handlers import AUTH_RESOURCE
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ class DashboardProxyHandler(WebSocketMixin, websocket.WebSocketHandler, JupyterH
 
     async def _target(self, cluster_id: str, path: str) -> str:
         """The dashboard URL for this request's ``path`` (below the cluster's proxy root)."""
-        dashboard = await asyncio.get_running_loop().run_in_executor(None, dashboard_of, cluster_id)
+        pool = self.settings[POOL_SETTING]
+        dashboard = await asyncio.get_running_loop().run_in_executor(pool, dashboard_of, cluster_id)
         if dashboard is None:
             raise web.HTTPError(404, f"no dashboard for cluster {cluster_id!r}")
         self._dashboard_root = urlsplit(dashboard).path
@@ -87,7 +89,10 @@ class DashboardProxyHandler(WebSocketMixin, websocket.WebSocketHandler, JupyterH
         target = await self._target(cluster_id, path)
         if self.request.headers.get("Upgrade", "").lower() == "websocket":
             await self._open_backend(target)
-            await super().get(cluster_id, path)
+            await super().get(cluster_id, path)  # the browser's handshake (which may refuse its origin)
+            if self.ws_connection is None and self._backend is not None:
+                self._backend.close()  # refused: the dashboard's side goes too
+                self._backend = None
         else:
             await self._forward(target, path)
 
