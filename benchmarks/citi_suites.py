@@ -70,7 +70,8 @@ class Outcome:
 def run_pytest(python: str, directory: Path, keyword: str | None) -> Outcome:
     """Run pytest in ``directory`` (so its ``tests`` package is the one imported) and read its JUnit report."""
     report = directory / "report.xml"
-    cmd = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--continue-on-collection-errors", f"--junitxml={report}", "tests"]
+    cmd = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--continue-on-collection-errors",
+           f"--junitxml={report}", "tests"]
     if keyword:
         cmd += ["-k", keyword]
     subprocess.run(cmd, cwd=directory, capture_output=True, text=True, timeout=1800)
