@@ -398,7 +398,7 @@ def cluster():
 
 
 def test_states_from_a_real_run(g, client, k):
-    dsk, keys = g.to_dict("a.csv")
+    dsk, keys = g.to_call_dict("a.csv")
     assert client.get(dsk, keys) == report("a.csv")
     entry = client.status()["graphs"][-1]
     states = states_from_snapshot(g, entry)
