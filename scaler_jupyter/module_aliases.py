@@ -6,7 +6,9 @@ files that each re-export a name or two, each library keeps one table (``parfun/
 ``pargraph/citi.py``) of alias module -> {name: "our.module:attribute"}, and :func:`install`
 puts a finder for those tables on ``sys.meta_path``. An alias module holds only references to
 our objects, resolved when it is first imported; a module path that prefixes another alias
-(``scaler_jupyter.parfun.partition``) is a package, so its children import.
+(``scaler_jupyter.parfun.partition``) is a package, so its children import. Those packages are
+imported at install, keeping any name their real parent already binds: Citi's ``pargraph.graph``
+is a package, while ``scaler_jupyter.pargraph.graph`` stays the ``@graph`` decorator.
 """
 
 from __future__ import annotations
@@ -65,3 +67,11 @@ def install(table: AliasTable) -> None:
     _finder.add(table)
     if _finder not in sys.meta_path:
         sys.meta_path.insert(0, _finder)
+    for path in sorted(path for path, names in _finder.tables.items() if not names):
+        parent_name, _, name = path.rpartition(".")
+        parent = sys.modules.get(parent_name)
+        if path in sys.modules or parent is None or not hasattr(parent, name):
+            continue
+        bound = getattr(parent, name)
+        importlib.import_module(path)
+        setattr(parent, name, bound)  # the import bound the package there: the real name wins
