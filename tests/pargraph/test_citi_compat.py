@@ -58,3 +58,16 @@ def test_delayed_refuses_kwargs_and_args_beside_named_parameters():
     with pytest.raises(ValueError, match=r"\*args"):
         delayed(lambda a, *args: None)
     assert delayed(lambda *args: sum(args))(1, 2) == 3
+
+
+def test_operator_nodes_carry_citis_implicit_marker():
+    @graph
+    def plus_then_add(x, y):
+        return add(x + y, y)
+
+    nodes = list(plus_then_add.to_graph().nodes.values())
+    implicit = [node for node in nodes if node.implicit]
+    assert [node.label for node in implicit] == ["add"]
+    assert getattr(implicit[0].function, "__implicit", False) is True
+    assert not getattr(next(node for node in nodes if not node.implicit).function, "__implicit", False)
+    assert GraphEngine().get(*plus_then_add.to_graph().to_dict(1, 2))[0] == 5
