@@ -51,7 +51,7 @@ def _in_session(session: BackendSession, function: Callable, calls: Iterator[tup
     try:
         for args in calls:
             in_flight.append(session.submit(function, *args))  # blocks while every worker is busy
-            while in_flight[0].done():
+            while in_flight and in_flight[0].done():
                 yield in_flight.popleft().result()
         while in_flight:
             yield in_flight.popleft().result()

@@ -126,3 +126,9 @@ def test_scaler_backends_pickle_into_a_task_and_nest(cluster, client):
 def test_allows_nested_tasks_is_a_method():
     assert pf.LocalSingleProcessBackend().allows_nested_tasks() is False
     assert callable(backends.Backend.allows_nested_tasks)
+
+
+def test_a_single_process_session_runs_in_the_caller_and_maps_in_order():
+    with pf.LocalSingleProcessBackend().session() as session:
+        assert session.submit(square, 3).duration() >= 0
+        assert list(pf.parallel_map(square, range(4), backend_session=session)) == [0, 1, 4, 9]
