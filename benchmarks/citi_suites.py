@@ -66,6 +66,7 @@ class Outcome:
     total: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # test id -> first line of its error
     ids: list[str] = field(default_factory=list)  # every test id of the report
+    skipped: int = 0  # not in total (Citi's abstract base classes, GraphBLAS when it is not installed)
 
 
 def run_pytest(python: str, directory: Path, keyword: str | None) -> Outcome:
@@ -87,8 +88,7 @@ def run_pytest(python: str, directory: Path, keyword: str | None) -> Outcome:
         if problem is None:
             problem = case.find("error")
         if case.find("skipped") is not None:
-            outcome.total += 1
-            outcome.failed[test_id] = "skipped: " + (case.find("skipped").get("message") or "")
+            outcome.skipped += 1
             continue
         outcome.total += 1
         if problem is None:
@@ -142,10 +142,11 @@ def main() -> None:
         on_ours, on_citi = run_suite(name, repos[name], SUITES[name][1], sys.executable, args.citi_python, args.keyword)
         rows.append((name, on_ours, on_citi))
 
-    print(f"{'suite':<10} {'tag':<8} {'on ours':>10} {'on Citi':>10}")
+    print("tests passed / run (skipped ones are not run: Citi's abstract base classes, GraphBLAS if not installed)")
+    print(f"{'suite':<10} {'tag':<8} {'on ours':>18} {'on Citi':>18}")
     for name, on_ours, on_citi in rows:
-        citi_cell = f"{on_citi.passed}/{on_citi.total}" if on_citi else "n/a"
-        print(f"{name:<10} {SUITES[name][1]:<8} {f'{on_ours.passed}/{on_ours.total}':>10} {citi_cell:>10}")
+        cells = [f"{o.passed}/{o.total} ({o.skipped} skipped)" if o else "n/a" for o in (on_ours, on_citi)]
+        print(f"{name:<10} {SUITES[name][1]:<8} {cells[0]:>18} {cells[1]:>18}")
     for name, on_ours, on_citi in rows:
         for test_id, why in on_ours.failed.items():
             also = " (fails on Citi's too)" if on_citi and test_id in on_citi.failed else ""
