@@ -80,6 +80,20 @@ def _top(args: argparse.Namespace) -> None:
     sys.exit(run_top(args.address, monitor_address=args.monitor_address, timeout=args.timeout, keys=args.keys))
 
 
+def _dashboard(args: argparse.Namespace) -> None:
+    from scaler_jupyter.dashboard.server import run_dashboard
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    origins = tuple(o for o in args.allow_websocket_origin.split(",") if o)
+    try:
+        run_dashboard(args.address, args.port, args.prefix, args.keys, origins, ready_fd=args.ready_fd)
+    except KeyboardInterrupt:
+        pass
+
+
 def _keys(args: argparse.Namespace) -> None:
     from scaler_jupyter.security import ClusterKeys
 
@@ -212,6 +226,22 @@ def parser() -> argparse.ArgumentParser:
                      help="seconds to wait for the scheduler to answer (default %(default)s)")
     _add_keys_option(top)
     top.set_defaults(run=_top)
+
+    dashboard = commands.add_parser("dashboard", help="serve the live panels over HTTP (Bokeh) on 127.0.0.1",
+                                    parents=[common],
+                                    description="Each panel is a Bokeh app at PREFIX + its path; PREFIX + "
+                                                "index.json lists them. Pages link their resources relatively, "
+                                                "so the dashboard works behind a proxy.")
+    dashboard.add_argument("address", help="the scheduler, e.g. tcp://127.0.0.1:2345")
+    dashboard.add_argument("--port", type=int, default=8787, help="where to listen (0: any free port; "
+                                                                   "default %(default)s)")
+    dashboard.add_argument("--prefix", default="/", help="the URL path the dashboard is served under "
+                                                         "(default %(default)s)")
+    dashboard.add_argument("--allow-websocket-origin", default="", metavar="HOST:PORT,...",
+                           help="more origins whose pages may open sessions (default: only the dashboard's own)")
+    dashboard.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    _add_keys_option(dashboard)
+    dashboard.set_defaults(run=_dashboard)
 
     keys = commands.add_parser("keys", help="write a CurveZMQ key set for a cluster that requires keys",
                                parents=[common],

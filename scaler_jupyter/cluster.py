@@ -45,14 +45,22 @@ class LocalCluster:
     ``id`` (default: a fresh one), so ``scaler-jupyter list`` and other kernels see
     it. ``control_address`` is for a detached cluster's supervisor: where it takes
     requests from other processes.
+
+    With ``dashboard``, it also runs ``scaler-jupyter dashboard`` (its live panels over HTTP, on a
+    free port of 127.0.0.1; the URL is ``dashboard_address`` and goes into the cluster file). Off by
+    default here: a cluster made in a script or a test is short-lived and unwatched, and the
+    dashboard's process costs a Python start-up with Bokeh on the machine's cores. Clusters started
+    for people to watch (``scaler-jupyter start``, ``%scaler start``, the JupyterLab sidebar) have one.
     """
 
     def __init__(self, n_workers: int | None = None, processors_per_worker: int = 1, tags: tuple[str, ...] = (),
                  address: str | None = None, scheduler_args: tuple[str, ...] = (), worker_args: tuple[str, ...] = (),
                  timeout: float = 30.0, keys: str | os.PathLike | None = None,
                  log_level: str | int | None = None, cluster_id: str | None = None,
-                 control_address: str | None = None) -> None:
+                 control_address: str | None = None, dashboard: bool = False) -> None:
         self.id: str = cluster_id or clusters.new_id()
+        self.dashboard_address: str | None = None
+        self._dashboard: subprocess.Popen | None = None
         self.control_address = control_address
         self.started = time.time()
         self.processors_per_worker = processors_per_worker
@@ -79,11 +87,36 @@ class LocalCluster:
                 self.close()
                 raise
         self.monitor_address: str = info["monitor_address"]  # the scheduler's monitor feed (a PUB socket)
+        dashboard_ready = self._spawn_dashboard() if dashboard else None  # starts while the workers join
         try:
             self.scale(n_workers)
         except BaseException:  # workers that cannot join must not leave the scheduler running
+            if dashboard_ready is not None:
+                os.close(dashboard_ready)
             self.close()
             raise
+        if dashboard_ready is not None:
+            self._dashboard_started(dashboard_ready)
+
+    def _spawn_dashboard(self) -> int:
+        """Start the dashboard's process; the descriptor on which it says where it listens."""
+        ready_r, ready_w = os.pipe()
+        self._dashboard = spawn(["-m", "scaler_jupyter", "dashboard", self.address, "--port", "0",
+                                 "--ready-fd", str(ready_w), *(("--keys", self.keys) if self.keys else ()),
+                                 "--log-level", "WARNING"], pass_fds=(ready_w,))
+        os.close(ready_w)
+        return ready_r
+
+    def _dashboard_started(self, ready_fd: int) -> None:
+        """Record the dashboard's address once it listens; a dashboard that fails leaves the cluster working."""
+        try:
+            self.dashboard_address = read_ready(ready_fd, self._dashboard, self.timeout, "the dashboard")["address"]
+        except (TimeoutError, RuntimeError) as exc:
+            logger.warning("cluster %s runs without its dashboard: %s", self.id, exc)
+            stop(self._dashboard)
+            self._dashboard = None
+            return
+        self._write_record()
 
     def _start(self, address: str | None, n_workers: int, scheduler_args: tuple[str, ...]) -> dict:
         """Start the scheduler, and the workers while it starts; what the scheduler says once it listens.
@@ -123,7 +156,9 @@ class LocalCluster:
     def record(self) -> dict:
         """What its cluster file says (the keys are listed in :mod:`scaler_jupyter.clusters`)."""
         return {"id": self.id, "address": self.address, "monitor_address": self.monitor_address,
-                "dashboard_address": None, "pids": self.pids, "owner_pid": os.getpid(),
+                "dashboard_address": self.dashboard_address,
+                "dashboard_pid": None if self._dashboard is None else self._dashboard.pid,
+                "pids": self.pids, "owner_pid": os.getpid(),
                 "n_workers": self.n_workers, "tags": list(self.tags), "started": self.started, "keys": self.keys,
                 "control_address": self.control_address, "detached": self.control_address is not None}
 
@@ -181,6 +216,8 @@ class LocalCluster:
     def close(self) -> None:
         """Stop every worker, then the scheduler."""
         _live.discard(self)
+        if self._dashboard is not None:
+            stop(self._dashboard)
         while self._workers:
             stop(self._workers.pop())
         if self._scheduler is not None:

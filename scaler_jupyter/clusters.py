@@ -13,6 +13,7 @@ A cluster file holds one JSON object:
 - ``address`` (str): the scheduler, for ``Client(address)``.
 - ``monitor_address`` (str): the scheduler's monitor feed.
 - ``dashboard_address`` (str or None): the dashboard server's URL; None while there is none.
+- ``dashboard_pid`` (int or None): the dashboard server's process, stopped with the cluster.
 - ``pids`` (list of int): the scheduler's, then each worker's.
 - ``owner_pid`` (int): the process that started the cluster and holds it (a kernel, a script, a supervisor).
 - ``n_workers`` (int), ``tags`` (list of str).
@@ -232,8 +233,12 @@ def stop(cluster_id: str, timeout: float = 30.0) -> dict:
         with Client(record["address"], timeout=min(timeout, 10.0), keys=record["keys"],
                     name="scaler-jupyter-stop") as client:
             client.shutdown_cluster()
+        if record.get("dashboard_pid") and _alive(record["dashboard_pid"], record["started"]):
+            os.kill(record["dashboard_pid"], signal.SIGTERM)  # its owner may not notice the scheduler's end
     deadline = time.monotonic() + timeout
-    pids = [*record["pids"], record["owner_pid"]] if record.get("control_address") else record["pids"]
+    pids = [*record["pids"], *filter(None, [record.get("dashboard_pid")])]
+    if record.get("control_address"):
+        pids.append(record["owner_pid"])
     while any(_alive(pid, record["started"]) for pid in pids):
         if time.monotonic() > deadline:
             raise ClusterError(f"cluster {record['id']} did not stop within {timeout:g}s (pids {pids})")
@@ -260,7 +265,7 @@ def supervise(cluster_id: str, n_workers: int, tags: tuple[str, ...], ready_fd: 
     cluster = None
     try:
         cluster = LocalCluster(n_workers, tags=tags, keys=keys, timeout=timeout, cluster_id=cluster_id,
-                               control_address=f"tcp://127.0.0.1:{port}")
+                               control_address=f"tcp://127.0.0.1:{port}", dashboard=True)
         os.write(ready_fd, json.dumps(cluster.record()).encode() + b"\n")
         os.close(ready_fd)
         while cluster.running():

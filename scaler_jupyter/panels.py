@@ -16,8 +16,9 @@ with ``--keys``, pass ``keys=DIR`` too. Each returns a :class:`LivePanel`, a ``j
 How it works:
 
 - What a panel shows is computed by pure functions of a monitor snapshot (``*_columns``,
-  :func:`new_task_rows`, ...), tested without a kernel; the panel only puts their columns into
-  its Bokeh data sources.
+  :func:`new_task_rows`, ...), tested without a kernel, and drawn by the plots of
+  ``scaler_jupyter.panel_plots``, which the dashboard server shows too; the panel only puts
+  each snapshot into them.
 - Every panel watching one scheduler shares one :class:`Feed`, a subscription to the monitor
   feed (``scaler_jupyter.monitor``). A :class:`Ticker` on the kernel's own asyncio loop, never a
   thread (ipykernel drops or misroutes widget messages sent from threads), reads each feed's newest
@@ -40,113 +41,43 @@ import asyncio
 import logging
 import math
 import weakref
-import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bokeh.layouts import row
-from bokeh.models import (
-    CategoricalColorMapper,
-    ColumnDataSource,
-    DataRange1d,
-    FactorRange,
-    HoverTool,
-    LayoutDOM,
-    Span,
-)
-from bokeh.palettes import Category20
-from bokeh.plotting import figure
+from bokeh.models import CategoricalColorMapper, ColumnDataSource, HoverTool, LayoutDOM, Span
 from bokeh.resources import Resources
 from jupyter_bokeh import BokehModel
 
-from scaler_jupyter import monitor
+from scaler_jupyter import panel_plots
 from scaler_jupyter.jupyter.graph_details import with_node_details
+from scaler_jupyter.panel_plots import (  # the pure functions, here where notebook users look for them
+    INTERVAL,
+    TASK_COLUMNS,
+    TASK_WINDOW,
+    THROUGHPUT_POINTS,
+    Feed,
+    PanelPlot,
+    function_color,
+    graph_columns,
+    new_figure,
+    new_task_rows,
+    queue_columns,
+    replace_data,
+    throughput_row,
+    worker_columns,
+    worker_labels,
+)
 from scaler_jupyter.pargraph import drawing
 from scaler_jupyter.pargraph.model import Graph
 
 logger = logging.getLogger(__name__)
 
-INTERVAL = 0.25  # seconds between updates: a few a second
-TASK_ROWS = 2000  # tasks a task stream keeps
-TASK_WINDOW = 30.0  # seconds of tasks a task stream shows (it follows the newest)
-THROUGHPUT_POINTS = 1200  # samples a throughput panel keeps: 5 minutes at the feed's 0.25 s
-_WIDTH, _HEIGHT = 640, 240
-_MB = 1024 * 1024
-_PALETTE = Category20[20]
+TASK_ROWS = panel_plots.TASK_ROWS  # tasks a task stream keeps (read when a panel is made)
 
 
 # -- snapshot -> columns: pure ------------------------------------------------------
 
 
-def worker_labels(snapshot: Mapping) -> dict[int, str]:
-    """Each worker's label on a panel's axis: its name, with its id if another worker has the same name."""
-    workers = snapshot.get("workers", [])
-    names = [w["name"] for w in workers]
-    return {w["id"]: w["name"] if names.count(w["name"]) == 1 else f"{w['name']} #{w['id']}" for w in workers}
-
-
-def worker_columns(snapshot: Mapping) -> dict[str, list]:
-    """A row per worker: ``worker`` (label), ``cpu`` (percent of one core), ``memory`` (MB), ``processors``."""
-    labels = worker_labels(snapshot)
-    workers = snapshot.get("workers", [])
-    return {
-        "worker": [labels[w["id"]] for w in workers],
-        "cpu": [float(w["cpu"]) for w in workers],
-        "memory": [w["memory"] / _MB for w in workers],
-        "processors": [w["processors"] for w in workers],
-    }
-
-
-def queue_columns(snapshot: Mapping) -> dict[str, list]:
-    """A row per worker: ``worker`` (label), ``running`` and ``queued`` tasks, and their sum ``held``."""
-    labels = worker_labels(snapshot)
-    workers = snapshot.get("workers", [])
-    return {
-        "worker": [labels[w["id"]] for w in workers],
-        "running": [w["running"] for w in workers],
-        "queued": [w["queued"] for w in workers],
-        "held": [w["running"] + w["queued"] for w in workers],
-    }
-
-
-TASK_COLUMNS = ("worker", "start", "end", "function", "origin", "duration", "status", "color")
-
-
-def new_task_rows(snapshot: Mapping, seen: set[int]) -> tuple[dict[str, list], set[int]]:
-    """The snapshot's recent tasks not in ``seen`` (the ids of the previous snapshot's), as task-stream rows.
-
-    Returns the rows (``TASK_COLUMNS``; ``start`` and ``end`` in milliseconds since the epoch, as
-    Bokeh's datetime axes count) and the ids to pass as ``seen`` with the next snapshot. A task the
-    scheduler finished between two snapshots a panel missed is not drawn: the panel samples.
-    """
-    labels = worker_labels(snapshot)
-    rows: dict[str, list] = {name: [] for name in TASK_COLUMNS}
-    recent = snapshot.get("recent_tasks", [])
-    for task in recent:
-        if task["id"] in seen:
-            continue
-        name = task["function"] or "?"
-        for column, value in (("worker", labels.get(task["worker"], f"worker #{task['worker']}")),
-                              ("start", task["start"] * 1000), ("end", task["end"] * 1000), ("function", name),
-                              ("origin", task.get("origin") or ""), ("duration", task["end"] - task["start"]),
-                              ("status", task["status"]), ("color", function_color(name))):
-            rows[column].append(value)
-    return rows, {task["id"] for task in recent}
-
-
-def function_color(name: str) -> str:
-    """A colour per function name, the same in every panel and every session."""
-    return _PALETTE[zlib.crc32(name.encode()) % len(_PALETTE)]
-
-
-def throughput_row(snapshot: Mapping) -> dict[str, list]:
-    """One throughput sample: ``time`` (ms since the epoch), ``tasks_per_second``, ``running``, ``pending``."""
-    return {
-        "time": [snapshot["time"] * 1000],
-        "tasks_per_second": [float(snapshot["scheduler"]["tasks_per_second"])],
-        "running": [snapshot["tasks"]["running"]],
-        "pending": [snapshot["tasks"]["pending"]],
-    }
 
 
 def graph_entry(graph: Graph, snapshot: Mapping) -> tuple[Mapping, dict[str, str]] | None:
@@ -236,43 +167,6 @@ class Ticker:
             self._handle = self.loop.call_later(INTERVAL, self._tick)
 
 
-class Feed:
-    """One scheduler's monitor feed, shared by the panels watching it; closed with the last of them."""
-
-    _open: dict[str, Feed] = {}
-
-    def __init__(self, address: str, subscription: monitor.Subscription) -> None:
-        self.address = address
-        self.subscription = subscription
-        self.snapshot: dict | None = subscription.latest(0.0)  # the first, from subscribing
-        self.serial = 0  # goes up with each new snapshot, so a panel knows it has one to show
-        self.users = 0
-
-    @classmethod
-    def of(cls, address: str, keys: Any = None) -> Feed:
-        feed = cls._open.get(address)
-        if feed is None:
-            feed = cls._open[address] = cls(address, monitor.subscribe(address, keys))
-        feed.users += 1
-        return feed
-
-    def poll(self) -> None:
-        """Take the newest snapshot waiting, if any."""
-        snapshot = self.subscription.latest(0.0)
-        if snapshot is not None:
-            self.snapshot = snapshot
-            self.serial += 1
-
-    def release(self) -> None:
-        self.users -= 1
-        if self.users <= 0:
-            self.subscription.close()
-            if Feed._open.get(self.address) is self:
-                del Feed._open[self.address]
-
-
-# -- the widget ---------------------------------------------------------------------
-
 
 class LivePanel(BokehModel):
     """A Bokeh plot in a notebook, kept up to date from the kernel's loop; ``close()`` stops it.
@@ -284,6 +178,11 @@ class LivePanel(BokehModel):
     def __init__(self, kind: str, plot: LayoutDOM, source: ColumnDataSource, feed: Feed | None,
                  apply: Callable[[Any], None], poll: Callable[[], Any] | None = None) -> None:
         _load_bokehjs()
+        # The first picture goes into the widget's initial state: jupyter_bokeh drops changes made before a
+        # view exists, so a value set once (the worker names of a range's factors) never reached the browser.
+        first = poll() if poll is not None else feed.snapshot if feed is not None else None
+        if first is not None:
+            apply(first)
         # the front end counts the views showing it (``_view_count``): a re-run cell's old panel has none
         super().__init__(plot, _view_count=0)
         self.kind = kind
@@ -292,7 +191,7 @@ class LivePanel(BokehModel):
         self.feed = feed
         self._apply = apply
         self._poll = poll  # for panels fed by something else than a feed (parfun's model)
-        self._serial = -1
+        self._serial = feed.serial if feed is not None and first is not None else -1
         self._closed = False
         self._was_shown = False
         self.ticker = Ticker.current()
@@ -358,115 +257,39 @@ def _load_bokehjs() -> None:
     _bokehjs_loaded = True
 
 
-def _replace(source: ColumnDataSource, columns: dict[str, list]) -> None:
-    """Replace a source's data if it changed: an unchanged panel sends nothing."""
-    if dict(source.data) != columns:
-        source.data = columns
-
-
-def _set_factors(factor_range: FactorRange, factors: list[str]) -> None:
-    if list(factor_range.factors) != factors:
-        factor_range.factors = factors
-
 
 def _feed(client: Any, keys: Any) -> Feed:
     """The feed of ``client``'s scheduler: a ``Client``, a ``LocalCluster``, or a scheduler's address."""
     return Feed.of(client if isinstance(client, str) else client.address, keys)
 
 
-def _figure(title: str, **options: Any) -> Any:
-    plot = figure(title=title, width=options.pop("width", _WIDTH), height=options.pop("height", _HEIGHT),
-                  toolbar_location="above", tools=options.pop("tools", "pan,wheel_zoom,box_zoom,reset,save"),
-                  **options)
-    plot.toolbar.logo = None
-    return plot
-
 
 # -- the panels ---------------------------------------------------------------------
 
 
+def _live(plot: PanelPlot, client: Any, keys: Any) -> LivePanel:
+    return LivePanel(plot.kind, plot.layout, plot.source, _feed(client, keys), plot.apply)
+
+
 def workers(client: Any, *, keys: Any = None) -> LivePanel:
     """CPU (percent of one core) and memory (MB) of each worker of ``client``'s cluster, live."""
-    source = ColumnDataSource({name: [] for name in ("worker", "cpu", "memory", "processors")})
-    factors = FactorRange()
-    cpu = _figure("CPU per worker (% of one core)", y_range=factors, x_range=DataRange1d(start=0),
-                  width=_WIDTH // 2)
-    cpu.hbar(y="worker", right="cpu", height=0.7, source=source, color="#1f77b4")
-    memory = _figure("memory per worker (MB)", y_range=factors, x_range=DataRange1d(start=0), width=_WIDTH // 2)
-    memory.hbar(y="worker", right="memory", height=0.7, source=source, color="#ff7f0e")
-    memory.yaxis.visible = False
-    for plot in (cpu, memory):
-        plot.add_tools(HoverTool(tooltips=[("worker", "@worker"), ("CPU", "@cpu{0.0}%"),
-                                           ("memory", "@memory{0.0} MB"), ("processors", "@processors")]))
-
-    def apply(snapshot: Mapping) -> None:
-        columns = worker_columns(snapshot)
-        _set_factors(factors, columns["worker"])
-        _replace(source, columns)
-
-    return LivePanel("workers", row(cpu, memory), source, _feed(client, keys), apply)
+    return _live(panel_plots.workers_plot(), client, keys)
 
 
 def queues(client: Any, *, keys: Any = None) -> LivePanel:
     """Tasks running and queued on each worker of ``client``'s cluster, live."""
-    source = ColumnDataSource({name: [] for name in ("worker", "running", "queued", "held")})
-    factors = FactorRange()
-    plot = _figure("tasks per worker", y_range=factors, x_range=DataRange1d(start=0))
-    plot.hbar_stack(["running", "queued"], y="worker", height=0.7, source=source, color=["#2ca02c", "#c7c7c7"],
-                    legend_label=["running", "queued"])
-    plot.legend.location = "bottom_right"
-    plot.add_tools(HoverTool(tooltips=[("worker", "@worker"), ("running", "@running"), ("queued", "@queued")]))
-
-    def apply(snapshot: Mapping) -> None:
-        columns = queue_columns(snapshot)
-        _set_factors(factors, columns["worker"])
-        _replace(source, columns)
-
-    return LivePanel("queues", plot, source, _feed(client, keys), apply)
+    return _live(panel_plots.queues_plot(), client, keys)
 
 
 def task_stream(client: Any, *, keys: Any = None) -> LivePanel:
     """The tasks ``client``'s cluster ran lately, a bar per task on its worker's line, coloured by function;
     hovering shows the function, its run time and the notebook cell that submitted it."""
-    source = ColumnDataSource({name: [] for name in TASK_COLUMNS})
-    factors = FactorRange()
-    plot = _figure("task stream", y_range=factors, x_axis_type="datetime",
-                   x_range=DataRange1d(follow="end", follow_interval=TASK_WINDOW * 1000, range_padding=0))
-    plot.hbar(y="worker", left="start", right="end", height=0.8, color="color", source=source)
-    plot.add_tools(HoverTool(tooltips=[("function", "@function"), ("cell", "@origin"),
-                                       ("run time", "@duration{0.000} s"), ("status", "@status"),
-                                       ("worker", "@worker")]))
-    seen: set[int] = set()
-
-    def apply(snapshot: Mapping) -> None:
-        nonlocal seen
-        rows, seen = new_task_rows(snapshot, seen)
-        labels = sorted(set(worker_labels(snapshot).values()) | set(rows["worker"]) | set(factors.factors))
-        _set_factors(factors, labels)
-        if rows["start"]:
-            source.stream(rows, rollover=TASK_ROWS)
-
-    return LivePanel("task stream", plot, source, _feed(client, keys), apply)
+    return _live(panel_plots.task_stream_plot(TASK_ROWS), client, keys)
 
 
 def throughput(client: Any, *, keys: Any = None) -> LivePanel:
     """Tasks finished per second on ``client``'s cluster over time, with the tasks running and pending."""
-    source = ColumnDataSource({name: [] for name in ("time", "tasks_per_second", "running", "pending")})
-    plot = _figure("throughput", x_axis_type="datetime", y_range=DataRange1d(start=0))
-    plot.line(x="time", y="tasks_per_second", source=source, line_width=2, legend_label="tasks/s")
-    plot.line(x="time", y="running", source=source, color="#2ca02c", legend_label="running")
-    plot.line(x="time", y="pending", source=source, color="#c7c7c7", legend_label="pending")
-    plot.legend.location = "top_left"
-    plot.add_tools(HoverTool(tooltips=[("tasks/s", "@tasks_per_second{0.0}"), ("running", "@running"),
-                                       ("pending", "@pending")], mode="vline"))
-    last = [None]
-
-    def apply(snapshot: Mapping) -> None:
-        if snapshot["time"] != last[0]:
-            last[0] = snapshot["time"]
-            source.stream(throughput_row(snapshot), rollover=THROUGHPUT_POINTS)
-
-    return LivePanel("throughput", plot, source, _feed(client, keys), apply)
+    return _live(panel_plots.throughput_plot(), client, keys)
 
 
 def graph(graph_or_run: Any, client: Any, *, explode: bool = False, keys: Any = None) -> LivePanel:
@@ -495,7 +318,7 @@ def partition_model(function: Any) -> LivePanel:
         raise TypeError(f"panels.partition_model shows a @parallel function's model, not {function!r}")
     measured = ColumnDataSource({"size": [], "per_item": [], "exploring": []})
     curve = ColumnDataSource({"size": [], "per_item": []})
-    plot = _figure(f"{getattr(function, '__name__', 'function')}(): cost per item by partition size",
+    plot = new_figure(f"{getattr(function, '__name__', 'function')}(): cost per item by partition size",
                    x_axis_type="log", y_axis_type="log", x_axis_label="partition size (items)",
                    y_axis_label="seconds per item")
     plot.scatter(x="size", y="per_item", source=measured, size=7, alpha=0.7, legend_group="exploring",
@@ -514,8 +337,8 @@ def partition_model(function: Any) -> LivePanel:
             return
         previous[0] = key
         points, fit = partition_model_columns(model)
-        _replace(measured, points)
-        _replace(curve, fit)
+        replace_data(measured, points)
+        replace_data(curve, fit)
         chosen.location = model.get("chosen_size") or model.get("fixed_size")
         plot.title.text = f"{getattr(function, '__name__', 'function')}(): {_model_title(model)}"
 
@@ -529,4 +352,23 @@ def _model_title(model: Mapping) -> str:
     return f"{model.get('state', '')}, chosen size {chosen:,}" if chosen else f"{model.get('state', '')}"
 
 
-__all__ = ["LivePanel", "close_all", "graph", "partition_model", "queues", "task_stream", "throughput", "workers"]
+__all__ = [
+    "TASK_COLUMNS",
+    "TASK_WINDOW",
+    "THROUGHPUT_POINTS",
+    "LivePanel",
+    "close_all",
+    "function_color",
+    "graph",
+    "graph_columns",
+    "new_task_rows",
+    "partition_model",
+    "queue_columns",
+    "queues",
+    "task_stream",
+    "throughput",
+    "throughput_row",
+    "worker_columns",
+    "worker_labels",
+    "workers",
+]

@@ -158,11 +158,14 @@ def _dashboard(args: argparse.Namespace) -> None:
         raise RuntimeError(session.NO_CLUSTER)
     record = current.record()
     if record is not None and record.get("dashboard_address"):
-        print(f"dashboard: {record['dashboard_address']}")
+        from scaler_jupyter.dashboard import PANELS
+
+        url = record["dashboard_address"]
+        print(f"dashboard: {url}\n" + "\n".join(f"  {panel.title}: {url}{panel.path}" for panel in PANELS))
         return
     panels = ("live panels in this notebook: scaler_jupyter.panels.workers(client), queues, task_stream, throughput"
               if importlib.util.find_spec("scaler_jupyter.panels") else "no live panels either")
-    print(f"{current.address} has no dashboard server (not built yet); {panels}")
+    print(f"{current.address} has no dashboard server (it was started without one); {panels}")
 
 
 _VERBS = {"start": _start, "connect": _connect, "list": _list, "status": _status, "scale": _scale, "stop": _stop,

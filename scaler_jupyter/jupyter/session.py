@@ -100,7 +100,8 @@ def start(n_workers: int, tags: tuple[str, ...] = (), keep: bool = False, keys: 
                            cluster_id=record["id"], keys=keys)
         return _session
     quiet = ("--log-level", "WARNING")  # the processes' INFO lines would land in whatever cell runs
-    cluster = LocalCluster(n_workers, tags=tags, keys=keys, timeout=timeout, scheduler_args=quiet, worker_args=quiet)
+    cluster = LocalCluster(n_workers, tags=tags, keys=keys, timeout=timeout, scheduler_args=quiet, worker_args=quiet,
+                           dashboard=True)  # watched from Lab tabs and browsers
     try:
         client = Client(cluster.address, timeout=timeout, keys=keys)
     except BaseException:

@@ -84,7 +84,7 @@ def test_start_scale_status_stop(kernel):
     widget = widget_expression(output)
     [record] = records(kernel)
     assert record["n_workers"] == 1 and len(record["pids"]) == 2 and record["owner_pid"] == kernel.pid
-    assert not record["detached"] and record["dashboard_address"] is None
+    assert not record["detached"] and record["dashboard_address"].startswith("http://127.0.0.1:")
     assert evaluate(kernel, "scaler_jupyter.current_client().address") == record["address"]
 
     assert "already connected" in usage_error(kernel.run("%scaler start -n 1", allow_error=True))
@@ -102,11 +102,13 @@ def test_start_scale_status_stop(kernel):
     assert f"{record['address']}: 2 workers" in status and status.count("local-") == 2
     listing = kernel.run("%scaler list").stdout
     assert f"{record['id']} *" in listing
-    assert "no dashboard server" in kernel.run("%scaler dashboard").stdout
+    dashboard = kernel.run("%scaler dashboard").stdout
+    assert f"dashboard: {record['dashboard_address']}" in dashboard
+    assert f"{record['dashboard_address']}workers" in dashboard
 
     kernel.run("c.shutdown()")
     assert f"stopped cluster {record['id']}" in kernel.run("%scaler stop", timeout=30).stdout
-    assert not any(alive(pid) for pid in record["pids"])
+    assert not any(alive(pid) for pid in [*record["pids"], record["dashboard_pid"]])
     assert records(kernel) == []
     assert evaluate(kernel, f"{widget}.stop_button.disabled") == "True"
 

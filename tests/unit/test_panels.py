@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scaler_jupyter import panels
+from scaler_jupyter import panel_plots, panels
 from scaler_jupyter.jupyter import graph_details
 from scaler_jupyter.pargraph import delayed, graph
 
@@ -148,3 +148,26 @@ def test_each_node_of_a_drawing_lists_what_it_reads():
 def test_a_graph_s_notebook_display_shows_the_clicked_node_s_details():
     html = pipeline.to_graph()._repr_mimebundle_()["text/html"]
     assert "Click a node" in html and "TapTool" in html and "CustomJS" in html
+
+
+def test_graph_columns_list_graphs_newest_first_with_their_tasks_by_state():
+    older = {"id": 1, "client": 2, "name": "report", "state": "done", "started": 10.0, "total": 3,
+             "counts": {"done": 3}}
+    newer = {"id": 2, "client": 2, "name": "report", "state": "running", "started": 20.0, "total": 4,
+             "counts": {"done": 1, "running": 2, "waiting": 1}}
+    columns = panels.graph_columns(snapshot(graphs=[older, newer]))
+    assert columns["graph"] == ["report (2.2)", "report (2.1)"]  # same name, told apart by client and id
+    assert columns["state"] == ["running", "done"]
+    assert columns["done"] == [1, 3] and columns["running"] == [2, 0] and columns["waiting"] == [1, 0]
+    assert columns["failed"] == [0, 0] and columns["total"] == [4, 3]
+    assert panels.graph_columns(snapshot()) == {name: [] for name in columns}
+
+
+@pytest.mark.parametrize("build", [panel_plots.workers_plot, panel_plots.queues_plot, panel_plots.task_stream_plot,
+                                   panel_plots.throughput_plot, panel_plots.graphs_plot])
+def test_every_dashboard_plot_takes_a_snapshot(build):
+    entry = {"id": 1, "client": 1, "name": "g", "state": "running", "started": 1.0, "total": 2,
+             "counts": {"running": 2}}
+    plot = build()
+    plot.apply(snapshot([worker(0, "a", queued=1)], [task(1, 0, "inc", 1.0, 2.0)], [entry]))
+    assert all(len(column) == 1 for column in plot.source.data.values())

@@ -1,0 +1,3 @@
+import { sidebarPlugin } from './plugin';
+
+export default [sidebarPlugin];
