@@ -6,7 +6,7 @@ Systems, each with 2 workers of one process (one thread) each:
 - ``dask``  Dask distributed: ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)``,
   ``GraphEngine(distributed.Client)`` (Dask's own ``Client.get``).
 
-Both run the same dict, ``program.to_graph(...).to_dict()``. Benchmarks (wall-clock seconds in this process,
+Both run the same dict, ``program.to_graph(...).to_call_dict()``. Benchmarks (wall-clock seconds in this process,
 the median of ``--repeat`` runs after one untimed warm-up; the dict is built once, outside the timing):
 
 1. fan-out: 20 independent leaves ``nap(i)``, each ``time.sleep(0.05)``, then one ``total`` of them. Ideal:
@@ -101,8 +101,8 @@ def random_dag(nodes: int, seed: int) -> int:
 def programs() -> dict[str, tuple[dict, str, object, float | None]]:
     """name -> (dsk, key, expected value, ideal seconds or None), built from this module under its import name."""
     tasks = importlib.import_module("benchmarks.pargraph")  # not __main__: functions travel by reference
-    fan = tasks.fan_out.to_graph(LEAVES).to_dict()
-    dag = tasks.random_dag.to_graph(DAG_NODES, DAG_SEED).to_dict()
+    fan = tasks.fan_out.to_graph(LEAVES).to_call_dict()
+    dag = tasks.random_dag.to_graph(DAG_NODES, DAG_SEED).to_call_dict()
     return {
         "fan-out": (*fan, sum(range(LEAVES)), LEAVES * NAP / N_WORKERS),
         "random DAG": (*dag, tasks.random_dag(DAG_NODES, DAG_SEED), None),

@@ -7,7 +7,12 @@ Every backend but one is a ``concurrent.futures.Executor`` and a worker count:
 - ``scaler_local`` / ``scaler_remote``: this engine's :class:`~scaler_jupyter.Client`, on a private
   :class:`~scaler_jupyter.LocalCluster` or on a running scheduler; tasks may run parallel functions
   nested on the same cluster;
-- ``dask_local`` / ``dask_remote``: a :class:`~scaler_jupyter.dask_executor.DaskExecutor`.
+- ``dask_local`` / ``dask_remote`` / ``dask_current``: a :class:`~scaler_jupyter.dask_executor.DaskExecutor`.
+
+Beside ``submit`` (which never blocks: the runner bounds what it keeps in flight itself), a
+backend opens sessions (Citi's interface): ``with backend.session() as s: s.submit(fn, *args)``
+blocks while every worker is busy and returns a :class:`ProfiledFuture` that also tells the
+task's CPU time.
 
 A backend made by name is owned by whoever set it, and shut down when replaced or when its
 context ends; an instance passed in (a backend, or any Executor) is left running.
@@ -19,6 +24,8 @@ import concurrent.futures
 import multiprocessing
 import os
 import pickle
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +35,7 @@ class Backend:
 
     name = "backend"
     in_process = False  # partitions run in the caller: nothing is serialized
-    allows_nested_tasks = False  # a task may itself run a parallel function on this backend
+    nested_tasks = False  # a task may itself run a parallel function on this backend
     out_of_band = False  # its transport pickles with protocol 5 and sends PickleBuffers as their own frames
 
     def __init__(self, executor: concurrent.futures.Executor | None = None, n_workers: int | None = None,
@@ -36,6 +43,22 @@ class Backend:
         self.executor = executor
         self._n_workers = n_workers
         self._owned = owned
+        self._per_worker = 1  # tasks a session keeps in flight per worker
+        self._slots: threading.BoundedSemaphore | None = None  # shared by the sessions, made at the first one
+        self._slots_lock = threading.Lock()
+
+    def allows_nested_tasks(self) -> bool:
+        """Whether a task may itself run a parallel function on this backend (else it runs sequentially there)."""
+        return self.nested_tasks
+
+    def session(self) -> BackendSession:
+        """A session that submits at most one task per worker at a time (Citi's ``BackendEngine.session()``)."""
+        if self.in_process:
+            return BackendSession(self, None)
+        with self._slots_lock:
+            if self._slots is None:
+                self._slots = threading.BoundedSemaphore(max(1, self.n_workers * self._per_worker))
+        return BackendSession(self, self._slots)
 
     @property
     def n_workers(self) -> int:
@@ -102,7 +125,7 @@ class ScalerBackend(Backend):
     """This engine's Client: large arguments shared by a call are stored once on the scheduler."""
 
     name = "scaler"
-    allows_nested_tasks = True
+    nested_tasks = True
     out_of_band = True
     SHARE_ABOVE = 64 * 1024  # bytes: smaller arguments travel with each task
 
@@ -124,13 +147,43 @@ class ScalerBackend(Backend):
         if not isinstance(shared, bytes):
             self.executor.delete_object(shared)
 
+    def __reduce__(self) -> tuple:
+        # Passed into a task, the backend becomes that process's client of the same scheduler.
+        return _attach_scaler, (self.executor.address,)
 
-class ScalerLocalBackend(ScalerBackend):
+
+def _attach_scaler(address: str) -> Backend:
+    """An unpickled scaler backend: inside a task of that scheduler, the task's own client; else a new one."""
+    from scaler_jupyter import Client, task_context
+    from scaler_jupyter.parfun import current
+
+    if task_context.scheduler_address() == address:
+        return current.nested_backend(address)
+    return ScalerBackend(Client(address), owned=True)
+
+
+class ScalerRemoteBackend(ScalerBackend):
+    """A running scheduler of this engine, at ``scheduler_address``; ``client_kwargs`` go to its Client.
+
+    ``per_worker_queue_size`` is how many tasks a :meth:`~Backend.session` keeps in flight per worker.
+    """
+
+    name = "scaler_remote"
+
+    def __init__(self, scheduler_address: str, n_workers: int | None = None, per_worker_queue_size: int = 1,
+                 **client_kwargs: Any) -> None:
+        from scaler_jupyter import Client
+
+        super().__init__(Client(scheduler_address, **client_kwargs), n_workers, owned=True)
+        self._per_worker = per_worker_queue_size
+
+
+class ScalerLocalBackend(ScalerRemoteBackend):
     """A private LocalCluster of this engine with ``n_workers`` workers (default: one per core)."""
 
     name = "scaler_local"
 
-    def __init__(self, n_workers: int | None = None, **cluster_kwargs: Any) -> None:
+    def __init__(self, n_workers: int | None = None, per_worker_queue_size: int = 1, **cluster_kwargs: Any) -> None:
         from scaler_jupyter import Client, LocalCluster
 
         self.cluster = LocalCluster(n_workers=n_workers, **cluster_kwargs)
@@ -139,7 +192,8 @@ class ScalerLocalBackend(ScalerBackend):
         except BaseException:
             self.cluster.close()
             raise
-        super().__init__(client, owned=True)
+        ScalerBackend.__init__(self, client, owned=True)
+        self._per_worker = per_worker_queue_size
 
     def shutdown(self) -> None:
         try:
@@ -148,21 +202,15 @@ class ScalerLocalBackend(ScalerBackend):
             self.cluster.close()
 
 
-class ScalerRemoteBackend(ScalerBackend):
-    """A running scheduler of this engine, at ``scheduler_address``; ``client_kwargs`` go to its Client."""
+class DaskRemoteBackend(Backend):
+    """A running Dask scheduler at ``scheduler_address``, through the shared Executor adapter."""
 
-    name = "scaler_remote"
+    name = "dask_remote"
 
-    def __init__(self, scheduler_address: str, n_workers: int | None = None, **client_kwargs: Any) -> None:
-        from scaler_jupyter import Client
+    def __init__(self, scheduler_address: str, n_workers: int | None = None, timeout: float = 30.0) -> None:
+        from scaler_jupyter.dask_executor import DaskExecutor
 
-        super().__init__(Client(scheduler_address, **client_kwargs), n_workers, owned=True)
-
-
-class DaskBackend(Backend):
-    """A Dask cluster, through the shared Executor adapter."""
-
-    name = "dask"
+        super().__init__(DaskExecutor(scheduler_address, timeout=timeout), n_workers, owned=True)
 
     @property
     def n_workers(self) -> int:
@@ -171,7 +219,7 @@ class DaskBackend(Backend):
         return max(1, self.executor.n_workers)
 
 
-class DaskLocalBackend(DaskBackend):
+class DaskLocalBackend(DaskRemoteBackend):
     """A private Dask LocalCluster of ``n_workers`` single-threaded worker processes."""
 
     name = "dask_local"
@@ -179,18 +227,93 @@ class DaskLocalBackend(DaskBackend):
     def __init__(self, n_workers: int | None = None, **cluster_kwargs: Any) -> None:
         from scaler_jupyter.dask_executor import DaskExecutor
 
-        super().__init__(DaskExecutor(n_workers=n_workers, **cluster_kwargs), owned=True)
+        Backend.__init__(self, DaskExecutor(n_workers=n_workers, **cluster_kwargs), owned=True)
 
 
-class DaskRemoteBackend(DaskBackend):
-    """A running Dask scheduler at ``scheduler_address``."""
+class DaskCurrentBackend(DaskRemoteBackend):
+    """The Dask cluster of the current ``distributed`` client (``distributed.get_client()``)."""
 
-    name = "dask_remote"
+    name = "dask_current"
 
-    def __init__(self, scheduler_address: str, n_workers: int | None = None, timeout: float = 30.0) -> None:
-        from scaler_jupyter.dask_executor import DaskExecutor
+    def __init__(self, n_workers: int | None = None, timeout: float = 30.0) -> None:
+        import distributed
 
-        super().__init__(DaskExecutor(scheduler_address, timeout=timeout), n_workers, owned=True)
+        super().__init__(distributed.get_client().scheduler.address, n_workers, timeout)
+
+
+class ProfiledFuture(concurrent.futures.Future):
+    """A session's future: also tells the CPU time the task took in its worker (Citi's ``ProfiledFuture``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._duration: int | None = None
+
+    def duration(self, timeout: float | None = None) -> int | None:
+        """The task's CPU time in nanoseconds, once it is done (None if it raised)."""
+        self.exception(timeout)
+        return self._duration
+
+    def result_and_duration(self, timeout: float | None = None) -> tuple[Any, int | None]:
+        """``(result(), duration())``."""
+        return self.result(timeout), self._duration
+
+
+class BackendSession:
+    """Submits tasks to a backend, blocking while every worker is busy (Citi's ``BackendSession``).
+
+    ``with backend.session() as session: session.submit(fn, *args, **kwargs).result()``. The slots
+    are the backend's, shared by its sessions; a task's slot is given back after its future's
+    callbacks ran, so a callback that counts running tasks never sees more than the workers.
+    """
+
+    def __init__(self, backend: Backend, slots: threading.BoundedSemaphore | None) -> None:
+        self.backend = backend
+        self._slots = slots
+
+    def __enter__(self) -> BackendSession:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        return None
+
+    def preload_value(self, value: Any) -> Any:
+        """What to pass to :meth:`submit` in place of ``value`` (here: ``value`` itself)."""
+        return value
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> ProfiledFuture:
+        """Run ``fn(*args, **kwargs)`` on the backend, once a worker is free."""
+        if self._slots is not None:
+            self._slots.acquire()
+        outer = ProfiledFuture()
+        try:
+            inner = self.backend.submit(_timed_call, fn, args, kwargs)
+        except BaseException:
+            self._release()
+            raise
+        inner.add_done_callback(lambda done: self._relay(done, outer))
+        return outer
+
+    def _relay(self, done: concurrent.futures.Future, outer: ProfiledFuture) -> None:
+        try:
+            if done.cancelled():
+                outer.cancel()
+            elif done.exception() is not None:
+                outer.set_exception(done.exception())
+            else:
+                result, outer._duration = done.result()
+                outer.set_result(result)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+
+
+def _timed_call(fn: Callable, args: tuple, kwargs: dict) -> tuple[Any, int]:
+    start = time.thread_time_ns()
+    result = fn(*args, **kwargs)
+    return result, time.thread_time_ns() - start
 
 
 class ExecutorBackend(Backend):
@@ -202,13 +325,20 @@ class ExecutorBackend(Backend):
         super().__init__(executor, n_workers, owned=False)
 
 
-REGISTRY: dict[str, Callable[..., Backend]] = {
+def _no_backend() -> None:
+    """The ``"none"`` backend: parallel functions run sequentially, as plain calls."""
+    return None
+
+
+REGISTRY: dict[str, Callable[..., Backend | None]] = {
+    "none": _no_backend,
     "local_single_process": LocalSingleProcessBackend,
     "local_multiprocessing": LocalMultiprocessingBackend,
     "scaler_local": ScalerLocalBackend,
     "scaler_remote": ScalerRemoteBackend,
     "dask_local": DaskLocalBackend,
     "dask_remote": DaskRemoteBackend,
+    "dask_current": DaskCurrentBackend,
 }
 
 

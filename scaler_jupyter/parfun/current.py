@@ -79,14 +79,14 @@ def backend_for_call() -> Backend | None:
     """Where a parallel function called here runs: nested on this engine inside its tasks, else the current one."""
     address = task_context.scheduler_address()
     if task.inside_task():
-        return _nested_backend(address) if address is not None else None
+        return nested_backend(address) if address is not None else None
     backend = get_parallel_backend()
     if backend is None and address is not None and _scoped.get() is _UNSET:
-        return _nested_backend(address)  # a task of this engine that calls a parallel function directly
+        return nested_backend(address)  # a task of this engine that calls a parallel function directly
     return backend
 
 
-def _nested_backend(address: str) -> Backend:
+def nested_backend(address: str) -> Backend:
     """This process's client of the scheduler whose task it runs, made once and kept for the process."""
     with _lock:
         backend = _nested.get(address)
@@ -99,14 +99,14 @@ def _nested_backend(address: str) -> Backend:
 
 def _make(backend: Any, args: tuple, kwargs: dict) -> tuple[Backend | None, bool]:
     if isinstance(backend, str):
-        if backend == "none":
+        if backend == "none":  # in REGISTRY too (Citi's BACKEND_REGISTRY has it), made here to check the settings
             if args or kwargs:
                 raise ValueError("the 'none' backend takes no settings")
             return None, False
         factory = REGISTRY.get(backend)
         if factory is None:
             raise ValueError(f"unknown parallel backend {backend!r}; the backends are: "
-                             f"{', '.join(['none', *REGISTRY])}")
+                             f"{', '.join(REGISTRY)}")
         return factory(*args, **kwargs), True
     if args or kwargs:
         raise ValueError(f"settings are given to a backend made by name, not to an instance ({backend!r})")

@@ -30,9 +30,10 @@ by_row.partition_length = len  # type: ignore[attr-defined]
 def by_group(*args: Any, **kwargs: Any) -> Callable[..., Generator]:
     """A partitioner that keeps groups whole: ``args`` and ``kwargs`` are those of ``DataFrame.groupby``.
 
-    A partition holds whole groups, as many as fit the requested size (counted in rows of
-    all the frames). With several frames, groups are matched by key; a key missing from a
-    frame gives it an empty slice. Rows whose key is NA are dropped, as ``groupby`` does.
+    A partition holds whole groups, as many as fit the requested size, counted in rows per
+    frame as Citi's does (a group's size is its rows in the frame where it has the most). With
+    several frames, groups are matched by key; a key missing from a frame gives it an empty
+    slice. Rows whose key is NA are dropped, as ``groupby`` does.
     """
 
     def by_group_partitioner(*dfs: Any) -> Generator[tuple[int, tuple] | None, int, None]:
@@ -53,7 +54,7 @@ def by_group(*args: Any, **kwargs: Any) -> Callable[..., Generator]:
         rows = 0
         for key in keys:
             chosen.append(key)
-            rows += sum(len(index.get(key, empty)) for index in indices)
+            rows += max(len(index.get(key, empty)) for index in indices)
             if rows >= size:
                 size = yield rows, _take(dfs, indices, chosen, empty)
                 chosen, rows = [], 0

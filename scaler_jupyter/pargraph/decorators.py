@@ -62,9 +62,17 @@ def _name_of(annotation: Any, default: str) -> str:
 
 
 def delayed(function: Callable) -> Callable:
-    """Make ``function`` a node of graphs traced from ``@graph`` functions; called normally, it just runs."""
+    """Make ``function`` a node of graphs traced from ``@graph`` functions; called normally, it just runs.
+
+    Its parameters are named, or only ``*args``: a node's arguments are positions or names, and
+    ``**kwargs`` or ``*args`` beside named parameters would make the graph's edges ambiguous (as in Citi's).
+    """
     names, multiple = output_names(function)
     signature = inspect.signature(function)
+    kinds = [parameter.kind for parameter in signature.parameters.values()]
+    if inspect.Parameter.VAR_KEYWORD in kinds or (inspect.Parameter.VAR_POSITIONAL in kinds and len(kinds) > 1):
+        raise ValueError(f"@delayed {function.__qualname__}: take named parameters, or only *args "
+                         "(not **kwargs, nor *args beside named parameters)")
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -19,6 +19,9 @@ from typing import Any
 from scaler_jupyter.client import Client
 from scaler_jupyter.client.graph import Node, Plan, plan
 
+# A search path, empty: Citi's ``pargraph.engine.engine`` is an alias module beneath this one (see citi.py).
+__path__: list[str] = []
+
 
 class GraphEngine:
     """Runs Dask-format graphs (``Graph.to_dict()``'s, or anyone's) on ``backend``; in this process if None."""

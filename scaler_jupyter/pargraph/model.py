@@ -91,10 +91,15 @@ class Graph:
 
     # -- running it elsewhere --------------------------------------------------
 
-    def to_dict(self, *args: Any, **kwargs: Any) -> tuple[dict, str | tuple[str, ...]]:
-        """The graph as a Dask-format dict, its inputs filled as a call would fill them; and the output keys:
-        one key, or a tuple of keys if the program returns a tuple (``dask.get`` wants ``list(keys)`` then).
-        See :func:`dask_dict.to_dict`."""
+    def to_dict(self, *args: Any, **kwargs: Any) -> tuple[dict, list[str]]:
+        """The graph as a Dask-format dict, its inputs filled as a call would fill them; and the list of its
+        output keys, one per output in order (Citi's contract): ``dask.get(*g.to_dict(x=1))[0]``."""
+        dsk, keys = dask_dict.to_dict(self, args, kwargs)
+        return dsk, list(keys) if isinstance(keys, tuple) else [keys]
+
+    def to_call_dict(self, *args: Any, **kwargs: Any) -> tuple[dict, str | tuple[str, ...]]:
+        """As :meth:`to_dict`, but the keys in the shape of the call's result: one key for one output, a tuple
+        for a program that returns a tuple; so ``GraphEngine().get(*g.to_call_dict(...))`` equals the plain call."""
         return dask_dict.to_dict(self, args, kwargs)
 
     def task_keys(self) -> dict[str, str]:

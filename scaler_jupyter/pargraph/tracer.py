@@ -17,12 +17,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import itertools
-import math
-import operator
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from scaler_jupyter.pargraph import operators
 from scaler_jupyter.pargraph.model import MISSING, Graph, Input, Node, Ref, RefKind
 
 _current: contextvars.ContextVar[Builder | None] = contextvars.ContextVar("pargraph_builder", default=None)
@@ -154,22 +153,27 @@ def holds_traced(value: Any) -> bool:
 # -- what implicit nodes run ----------------------------------------------------
 
 
+@operators.mark_implicit
 def build_dict(*pairs: Any) -> dict:
     return dict(zip(pairs[::2], pairs[1::2], strict=True))
 
 
+@operators.mark_implicit
 def build_list(*items: Any) -> list:
     return list(items)
 
 
+@operators.mark_implicit
 def build_tuple(*items: Any) -> tuple:
     return items
 
 
+@operators.mark_implicit
 def build_set(*items: Any) -> set:
     return set(items)
 
 
+@operators.mark_implicit
 def build_frozenset(*items: Any) -> frozenset:
     return frozenset(items)
 
@@ -178,6 +182,7 @@ _BUILDERS: dict[type, Callable] = {list: build_list, tuple: build_tuple, set: bu
                                    frozenset: build_frozenset}
 
 
+@operators.mark_implicit
 def format_value(value: Any, spec: str, conversion: str | None) -> str:
     if conversion == "r":
         value = repr(value)
@@ -186,14 +191,17 @@ def format_value(value: Any, spec: str, conversion: str | None) -> str:
     return format(value, spec)
 
 
+@operators.mark_implicit
 def concat(*parts: str) -> str:
     return "".join(parts)
 
 
+@operators.mark_implicit
 def call(function: Callable, *args: Any, **kwargs: Any) -> Any:
     return function(*args, **kwargs)
 
 
+@operators.mark_implicit
 def call_method(obj: Any, name: str, *args: Any, **kwargs: Any) -> Any:
     return getattr(obj, name)(*args, **kwargs)
 
@@ -258,7 +266,7 @@ class Proxy:
             raise TypeError("a traced value of one graph was used while tracing another: pass it as an argument")
         if self._pg_ref is None:  # an attribute that was read, not called
             owner, name = self._pg_attribute
-            ref = builder.call(getattr, (owner, name), {}, name, implicit=True)._pg_ref
+            ref = builder.call(operators.get("getattr"), (owner, name), {}, name, implicit=True)._pg_ref
             object.__setattr__(self, "_pg_ref", ref)
         return self._pg_ref
 
@@ -328,28 +336,28 @@ class Proxy:
 
     # numeric protocols Python lets return anything
     def __round__(self, digits: Any = None) -> Proxy:
-        return self._pg_node(round, (self,) if digits is None else (self, digits), "round")
+        return self._pg_node(operators.get("round"), (self,) if digits is None else (self, digits), "round")
 
     def __floor__(self) -> Proxy:
-        return self._pg_node(math.floor, (self,), "floor")
+        return self._pg_node(operators.get("floor"), (self,), "floor")
 
     def __ceil__(self) -> Proxy:
-        return self._pg_node(math.ceil, (self,), "ceil")
+        return self._pg_node(operators.get("ceil"), (self,), "ceil")
 
     def __trunc__(self) -> Proxy:
-        return self._pg_node(math.trunc, (self,), "trunc")
+        return self._pg_node(operators.get("trunc"), (self,), "trunc")
 
     def __divmod__(self, other: Any) -> Proxy:
-        return self._pg_node(divmod, (self, other), "divmod")
+        return self._pg_node(operators.get("divmod"), (self, other), "divmod")
 
     def __rdivmod__(self, other: Any) -> Proxy:
-        return self._pg_node(divmod, (other, self), "divmod")
+        return self._pg_node(operators.get("divmod"), (other, self), "divmod")
 
     def __pow__(self, other: Any, modulo: Any = None) -> Proxy:
-        return self._pg_node(pow, (self, other) if modulo is None else (self, other, modulo), "pow")
+        return self._pg_node(operators.get("pow"), (self, other) if modulo is None else (self, other, modulo), "pow")
 
     def __rpow__(self, other: Any) -> Proxy:
-        return self._pg_node(pow, (other, self), "pow")
+        return self._pg_node(operators.get("pow"), (other, self), "pow")
 
 
 def _binary(function: Callable, name: str) -> Callable:
@@ -373,12 +381,12 @@ def _unary(function: Callable, name: str) -> Callable:
     return method
 
 
-for _name in ("add", "sub", "mul", "matmul", "truediv", "floordiv", "mod", "lshift", "rshift", "and", "xor", "or"):
-    _function = getattr(operator, _name if _name not in ("and", "or") else f"{_name}_")
-    setattr(Proxy, f"__{_name}__", _binary(_function, _name))
-    setattr(Proxy, f"__r{_name}__", _right(_function, _name))
-for _name in ("lt", "le", "eq", "ne", "gt", "ge", "getitem"):
-    setattr(Proxy, f"__{_name}__", _binary(getattr(operator, _name), _name))
-for _name in ("neg", "pos", "abs", "invert"):
-    setattr(Proxy, f"__{_name}__", _unary(getattr(operator, _name), _name))
+for _function_name in operators.BINARY:
+    _name = _function_name.rstrip("_")
+    setattr(Proxy, f"__{_name}__", _binary(operators.get(_function_name), _name))
+    setattr(Proxy, f"__r{_name}__", _right(operators.get(_function_name), _name))
+for _name in operators.COMPARISONS:
+    setattr(Proxy, f"__{_name}__", _binary(operators.get(_name), _name))
+for _name in operators.UNARY:
+    setattr(Proxy, f"__{_name}__", _unary(operators.get(_name), _name))
 

@@ -124,7 +124,7 @@ def test_every_program_runs_as_its_plain_call(backend, case, tmp_path):
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_keys_nested_as_lists_tuples_and_dicts(backend):
-    dsk, (q, r, third) = three_outputs.to_graph().to_dict(50, 3)
+    dsk, (q, r, third) = three_outputs.to_graph().to_call_dict(50, 3)
     keys = {"all": [q, (r, third)], "one": q, "nested": {"deeper": [[third]]}}
     assert get_on(backend)(dsk, keys) == {"all": [10, (2, 58)], "one": 10, "nested": {"deeper": [[58]]}}
 
@@ -132,16 +132,16 @@ def test_keys_nested_as_lists_tuples_and_dicts(backend):
 @pytest.mark.parametrize("backend", [name for name in BACKENDS if name != "dask"], indirect=True)
 def test_graphs_with_the_same_keys_back_to_back_each_get_their_own_results(backend):
     engine = GraphEngine(backend)
-    assert [engine.get(*offset.to_graph().to_dict(x, 100)) for x in range(5)] == [100, 101, 102, 103, 104]
+    assert [engine.get(*offset.to_graph().to_call_dict(x, 100)) for x in range(5)] == [100, 101, 102, 103, 104]
 
 
 def test_on_dask_a_graph_never_gets_another_graph_s_results(dask_client):
     wait_until(lambda: idle(dask_client), WAIT, "Dask to forget the earlier graphs")
-    first, key = offset.to_graph().to_dict(1, 5)
+    first, key = offset.to_graph().to_call_dict(1, 5)
     [held] = dask_client.get(first, [key], sync=False)  # another user of the cluster still holds its result
     try:
         assert held.result(WAIT) == 6
-        assert GraphEngine(dask_client).get(*offset.to_graph().to_dict(1, 100)) == 101
+        assert GraphEngine(dask_client).get(*offset.to_graph().to_call_dict(1, 100)) == 101
     finally:
         held.release()
 
@@ -170,7 +170,7 @@ def test_the_report_s_two_branches_run_in_parallel(backend, tmp_path):
     files = report_files(tmp_path)
     expected = report(**files)  # the plain call: sequential, logs nothing (no rendezvous file yet)
     touch(tmp_path / "rendezvous")
-    dsk, key = report.to_graph().to_dict(**files)
+    dsk, key = report.to_graph().to_call_dict(**files)
     assert get_on(backend)(dsk, key) == expected
 
     branches = read_branches(tmp_path)
@@ -228,7 +228,7 @@ def marked_chain(directory, pid, length):
 
 
 def test_on_a_process_pool_intermediates_are_dropped_before_the_end(process_pool, tmp_path):
-    dsk, key = marked_chain.to_graph(length=5).to_dict(str(tmp_path), os.getpid())
+    dsk, key = marked_chain.to_graph(length=5).to_call_dict(str(tmp_path), os.getpid())
     freed_before_the_end = GraphEngine(process_pool).get(dsk, key)
     assert {"m0", "m1", "m2"} <= set(freed_before_the_end), freed_before_the_end
     assert "m4" not in freed_before_the_end, "the last task's own argument was dropped"
@@ -258,7 +258,7 @@ def explode(directory):
 
 
 @delayed
-def ran(directory, name, *dependencies):
+def ran(directory, name, dependency):
     """The proof that this task ran: a line in ``runs``."""
     fd = os.open(os.path.join(directory, "runs"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -288,7 +288,7 @@ def idle(backend) -> bool:
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_the_first_failure_cancels_the_rest(backend, tmp_path):
-    dsk, key = fails_midway.to_graph().to_dict(str(tmp_path))
+    dsk, key = fails_midway.to_graph().to_call_dict(str(tmp_path))
     if backend is None:  # in this process one task runs at a time: ``hold`` must not wait, nor ``explode``
         touch(tmp_path / "go")
         touch(tmp_path / "hold-started")

@@ -54,12 +54,12 @@ def traced(case: Case, directory: Path) -> tuple[Any, dict, Any]:
     graph = case.program.to_graph(**{k: v for k, v in arguments.items() if k in case.bind})
     if case.transform is not None:
         graph = case.transform(graph)
-    dsk, keys = graph.to_dict(**{k: v for k, v in arguments.items() if k not in case.bind})
+    dsk, keys = graph.to_call_dict(**{k: v for k, v in arguments.items() if k not in case.bind})
     return expected, dsk, keys
 
 
 def assert_runs_as_plain_call(case: Case, get: Callable[[dict, Any], Any], directory: Path) -> None:
-    """``get(*to_dict(...))`` equals the plain call of ``case``."""
+    """``get(*to_call_dict(...))`` equals the plain call of ``case``."""
     expected, dsk, keys = traced(case, directory)
     got = get(dsk, keys)
     assert got == expected, f"{case}: the graph gave {got!r}, the plain call {expected!r}"

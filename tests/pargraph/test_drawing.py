@@ -209,7 +209,7 @@ def test_hover_shows_kind_key_function_and_values(g, k):
     assert {renderer.name for renderer in hover.renderers} == {f"pargraph-{kind}" for kind in STYLES}
     rows = by_id(plot)
     assert rows[f"node:{k.read_file}"]["function"] == f"{__name__}:read_file"
-    assert rows[f"node:{k.getitem}"]["function"] == "_operator:getitem"
+    assert rows[f"node:{k.getitem}"]["function"] == "scaler_jupyter.pargraph.operators:getitem"  # marked implicit
     assert rows[f"node:{k.clean}"]["function"] == "@graph clean"
     assert rows[f"node:{k.clean}"]["details"] == "2 nodes"
     assert rows["input:path"]["details"] == "required"
@@ -398,7 +398,7 @@ def cluster():
 
 
 def test_states_from_a_real_run(g, client, k):
-    dsk, keys = g.to_dict("a.csv")
+    dsk, keys = g.to_call_dict("a.csv")
     assert client.get(dsk, keys) == report("a.csv")
     entry = client.status()["graphs"][-1]
     states = states_from_snapshot(g, entry)

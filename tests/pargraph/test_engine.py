@@ -45,7 +45,7 @@ def test_every_program_here_runs_as_its_plain_call(case, tmp_path):
 
 
 def test_keys_nested_as_lists_tuples_and_dicts_come_back_in_that_shape(thread_pool):
-    dsk, (q, r, third) = three_outputs.to_graph().to_dict(50, 3)
+    dsk, (q, r, third) = three_outputs.to_graph().to_call_dict(50, 3)
     keys = {"all": [q, (r, third)], "one": q, "nested": {"deeper": [[third]]}}
     want = {"all": [10, (2, 58)], "one": 10, "nested": {"deeper": [[58]]}}
     assert GraphEngine().get(dsk, keys) == want
@@ -119,7 +119,7 @@ def tracked_chain(prefix, length):
 
 def test_in_this_process_each_intermediate_is_dropped_once_its_last_reader_ran():
     assert tracked_chain("plain", 5) == ["plain-4"], "the plain call keeps only the value in hand"
-    dsk, keys = tracked_chain.to_graph(length=5).to_dict("here")
+    dsk, keys = tracked_chain.to_graph(length=5).to_call_dict("here")
     assert GraphEngine().get(dsk, keys) == ["here-4"], "the graph kept intermediates the plain call dropped"
     assert not {name for name in ALIVE if name.startswith("here")}, "nothing of the graph outlives get()"
 
@@ -127,13 +127,13 @@ def test_in_this_process_each_intermediate_is_dropped_once_its_last_reader_ran()
 def test_on_an_executor_intermediates_are_dropped_before_the_end():
     # one thread: a finished task's arguments are let go before the next task starts, so the count is exact
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        dsk, keys = tracked_chain.to_graph(length=5).to_dict("pool")
+        dsk, keys = tracked_chain.to_graph(length=5).to_call_dict("pool")
         assert GraphEngine(pool).get(dsk, keys) == ["pool-4"], "the graph kept intermediates the plain call dropped"
     assert not {name for name in ALIVE if name.startswith("pool")}, "nothing of the graph outlives get()"
 
 
 def test_on_an_executor_of_two_threads_the_first_intermediates_are_gone_before_the_end(thread_pool):
-    dsk, keys = tracked_chain.to_graph(length=6).to_dict("pair")
+    dsk, keys = tracked_chain.to_graph(length=6).to_call_dict("pair")
     alive_at_the_end = GraphEngine(thread_pool).get(dsk, keys)
     # pair-4 may still sit in the argument list of the task that just read it, on the other thread
     assert set(alive_at_the_end) <= {"pair-4", "pair-5"}, f"intermediates kept until the end: {alive_at_the_end}"

@@ -48,7 +48,7 @@ def test_every_program_and_transformed_graph_here_runs_as_its_plain_call(case, t
 
 
 def run(g: Graph, *args, **kwargs):
-    return GraphEngine().get(*g.to_dict(*args, **kwargs))
+    return GraphEngine().get(*g.to_call_dict(*args, **kwargs))
 
 
 # ---------------------------------------------------------------------------
@@ -201,14 +201,14 @@ def test_explode_subgraphs_flattens_and_to_dict_does_it_anyway():
     flat = g.explode_subgraphs()
     assert all(node.subgraph is None for node in flat.nodes.values())
     assert len(flat.nodes) == 16
-    assert flat.to_dict(3, 4) == g.to_dict(3, 4)
+    assert flat.to_call_dict(3, 4) == g.to_call_dict(3, 4)
     assert chain.to_graph().explode_subgraphs() == chain.to_graph()
 
 
 def test_task_keys_map_each_flat_node_to_its_dict_key():
     g = nested.to_graph()
     keys = g.task_keys()
-    dsk, output = g.to_dict(3, 4)
+    dsk, output = g.to_call_dict(3, 4)
     assert set(keys) == set(g.explode_subgraphs().nodes)
     assert set(keys.values()) <= {base_key(k) for k in dsk} and base_key(output) in keys.values()
 
@@ -332,5 +332,5 @@ def test_local_decorated_functions_pickle_by_value_with_cloudpickle():
 def test_graphs_and_their_dicts_pickle():
     g = nested.to_graph()
     assert pickle.loads(pickle.dumps(g)) == g
-    dsk, key = g.fuse_sequential().to_dict(3, 4)
+    dsk, key = g.fuse_sequential().to_call_dict(3, 4)
     assert GraphEngine().get(pickle.loads(pickle.dumps(dsk)), key) == nested(3, 4)

@@ -79,7 +79,7 @@ def test_the_report_traces_into_two_independent_branches_without_running_anythin
 def test_the_report_s_dict_has_two_chains_that_meet_only_at_the_end(tmp_path):
     from scaler_jupyter.client.graph import plan
 
-    dsk, key = report.to_graph().to_dict(**report_files(tmp_path))
+    dsk, key = report.to_graph().to_call_dict(**report_files(tmp_path))
     assert base_key(key) == "sent"
     nodes = {base_key(node.key): [base_key(d) for d in node.dependencies] for node in plan(dsk, key).nodes}
     assert sorted(nodes["sent"]) == sorted(["preprocess-2", "extract_emails-4"])
@@ -93,7 +93,7 @@ def test_binding_the_path_leaves_the_table_as_the_only_input(tmp_path):
     g = report.to_graph(path=files["path"])
     assert list(g.inputs) == ["table"]
     assert list(g.consts.values()) == [files["path"]]
-    assert GraphEngine().get(*g.to_dict(files["table"])) == report(**files)
+    assert GraphEngine().get(*g.to_call_dict(files["table"])) == report(**files)
 
 
 # ---------------------------------------------------------------------------
@@ -245,8 +245,8 @@ def test_control_flow_on_a_traced_value_is_a_type_error_that_explains(program, w
 
 def test_the_same_control_flow_on_a_bound_argument_just_runs():
     g = uses_if.to_graph(x=-4)
-    assert g.inputs == {} and GraphEngine().get(*g.to_dict()) == uses_if(-4) == 4
-    assert GraphEngine().get(*uses_len.to_graph([1, 2]).to_dict()) == 2
+    assert g.inputs == {} and GraphEngine().get(*g.to_call_dict()) == uses_if(-4) == 4
+    assert GraphEngine().get(*uses_len.to_graph([1, 2]).to_call_dict()) == 2
 
 
 # ---------------------------------------------------------------------------
@@ -273,7 +273,7 @@ def test_changing_the_text_of_a_traced_value_is_recorded_or_refused():
         g = shout.to_graph()
     except TypeError:
         return
-    assert GraphEngine().get(*g.to_dict("bob")) == shout("bob") == "HELLO BOB"
+    assert GraphEngine().get(*g.to_call_dict("bob")) == shout("bob") == "HELLO BOB"
 
 
 def test_len_of_the_text_of_a_traced_value_is_refused():
@@ -286,7 +286,7 @@ def test_comparing_the_text_of_a_traced_value_is_a_node_or_refused():
         g = text_equals.to_graph()
     except TypeError:
         return
-    assert GraphEngine().get(*g.to_dict(5)) is text_equals(5) is True
+    assert GraphEngine().get(*g.to_call_dict(5)) is text_equals(5) is True
 
 
 @graph
@@ -295,7 +295,7 @@ def padded_repr(name):
 
 
 def test_a_conversion_with_a_format_spec_pads_the_value():
-    assert GraphEngine().get(*padded_repr.to_graph().to_dict("bob")) == padded_repr("bob") == "[       'bob']"
+    assert GraphEngine().get(*padded_repr.to_graph().to_call_dict("bob")) == padded_repr("bob") == "[       'bob']"
 
 
 def test_cutting_the_text_of_a_traced_value_is_refused():
@@ -333,7 +333,7 @@ def test_subgraphs_nested_twice_explode_into_their_calls():
     assert all(node.subgraph is None for node in flat.nodes.values())
     assert sorted(set(labels(flat))) == ["add", "inc", "mul", "tuple"]
     assert "middle-2/inner-1/inc-1" in flat.nodes
-    assert GraphEngine().get(*flat.to_dict(3, 4)) == outer(3, 4)
+    assert GraphEngine().get(*flat.to_call_dict(3, 4)) == outer(3, 4)
 
 
 def test_passing_a_subgraph_s_input_through_to_its_output():
@@ -353,7 +353,7 @@ def passes_a_list_to_a_subgraph(x):
 
 
 def test_a_list_of_traced_values_can_be_passed_to_a_subgraph():
-    assert GraphEngine().get(*passes_a_list_to_a_subgraph.to_graph().to_dict(4)) == passes_a_list_to_a_subgraph(4)
+    assert GraphEngine().get(*passes_a_list_to_a_subgraph.to_graph().to_call_dict(4)) == passes_a_list_to_a_subgraph(4)
 
 
 @graph
@@ -368,7 +368,7 @@ def passes_an_f_string_to_a_subgraph(x):
 
 def test_an_f_string_of_a_traced_value_can_be_passed_to_a_subgraph():
     g = passes_an_f_string_to_a_subgraph.to_graph()
-    assert GraphEngine().get(*g.to_dict(4)) == passes_an_f_string_to_a_subgraph(4) == "<4>|shown"
+    assert GraphEngine().get(*g.to_call_dict(4)) == passes_an_f_string_to_a_subgraph(4) == "<4>|shown"
 
 
 def test_a_traced_value_of_another_graph_is_refused():
@@ -397,7 +397,7 @@ def test_a_traced_value_of_another_graph_is_refused():
 def test_bound_arguments_are_constants_and_the_others_inputs():
     g = scaled.to_graph(factor=3, mode="sum")
     assert list(g.inputs) == ["values"] and 3 in g.consts.values() and "sum" not in g.consts.values()
-    assert GraphEngine().get(*g.to_dict([1, 2])) == 9
+    assert GraphEngine().get(*g.to_call_dict([1, 2])) == 9
 
 
 def test_control_flow_on_a_bound_argument_picks_the_branch_at_trace_time():
@@ -414,9 +414,9 @@ def test_defaults_are_the_inputs_defaults():
     g = stepped.to_graph()
     assert {name: spec.default for name, spec in g.inputs.items()} == {"x": MISSING, "step": 1, "times": 2}
     assert repr(g).startswith("<Graph stepped(x, step=1, times=2) -> (result): 2 nodes")
-    assert GraphEngine().get(*g.to_dict(1)) == 4
-    assert GraphEngine().get(*g.to_dict(1, times=10)) == 20
-    assert GraphEngine().get(*g.to_dict(1, 2, 3)) == 9
+    assert GraphEngine().get(*g.to_call_dict(1)) == 4
+    assert GraphEngine().get(*g.to_call_dict(1, times=10)) == 20
+    assert GraphEngine().get(*g.to_call_dict(1, 2, 3)) == 9
 
 
 def test_binding_every_argument_still_gives_a_graph_and_runs_nothing():
@@ -433,7 +433,7 @@ def test_binding_every_argument_still_gives_a_graph_and_runs_nothing():
 
     g = program.to_graph(5)
     assert isinstance(g, Graph) and g.inputs == {} and calls == []
-    assert GraphEngine().get(*g.to_dict()) == 5 and calls == [5]
+    assert GraphEngine().get(*g.to_call_dict()) == 5 and calls == [5]
 
 
 def test_positional_and_keyword_binding_give_the_same_graph():
@@ -448,7 +448,7 @@ def test_to_graph_refuses_arguments_the_function_does_not_take():
 def test_a_delayed_function_traces_alone():
     g = inc.to_graph()
     assert labels(g) == ["inc"] and list(g.inputs) == ["x"]
-    assert GraphEngine().get(*g.to_dict(41)) == 42
+    assert GraphEngine().get(*g.to_call_dict(41)) == 42
 
 
 # ---------------------------------------------------------------------------
@@ -460,7 +460,7 @@ def test_a_delayed_function_traces_alone():
 def test_outputs_are_named_by_result_and_numbered_otherwise():
     g = named.to_graph()
     assert list(g.outputs) == ["doubled", "label", "result_2"] and g.multiple
-    dsk, keys = g.to_dict(4)
+    dsk, keys = g.to_call_dict(4)
     assert tuple(map(base_key, keys)) == ("doubled", "label", "result_2")
     assert GraphEngine().get(dsk, keys) == (8, "4|-", 5)
 
@@ -468,7 +468,7 @@ def test_outputs_are_named_by_result_and_numbered_otherwise():
 def test_one_output_is_called_result_or_its_result_name():
     assert list(inc.to_graph().outputs) == ["result"]
     assert list(report.to_graph().outputs) == ["sent"]
-    assert base_key(inc.to_graph().to_dict(1)[1]) == "result"
+    assert base_key(inc.to_graph().to_call_dict(1)[1]) == "result"
 
 
 def test_a_delayed_function_with_a_tuple_annotation_unpacks_into_two_values():
@@ -524,17 +524,17 @@ def test_a_graph_s_parameters_must_be_named():
 def test_a_missing_input_without_default_is_a_value_error_naming_it():
     g = scaled.to_graph(mode="sum")
     with pytest.raises(ValueError, match="input 'factor' of scaled has no value and no default"):
-        g.to_dict([1, 2])
+        g.to_call_dict([1, 2])
 
 
 def test_unknown_duplicate_and_surplus_inputs_are_type_errors():
     g = scaled.to_graph(mode="sum")
     with pytest.raises(TypeError, match="no input 'nope'"):
-        g.to_dict([1], 2, nope=3)
+        g.to_call_dict([1], 2, nope=3)
     with pytest.raises(TypeError, match="got input 'values' twice"):
-        g.to_dict([1], values=[2])
+        g.to_call_dict([1], values=[2])
     with pytest.raises(TypeError, match="takes 2 inputs"):
-        g.to_dict(1, 2, 3)
+        g.to_call_dict(1, 2, 3)
 
 
 # ---------------------------------------------------------------------------
@@ -565,4 +565,4 @@ def test_text_of_traced_values_can_be_concatenated_and_joined():
     def joined(a, b):
         return "-".join([str(a), f"<{b}>"]) + "!" + str(b)
 
-    assert GraphEngine().get(*joined.to_graph().to_dict(1, 2)) == joined(1, 2) == "1-<2>!2"
+    assert GraphEngine().get(*joined.to_graph().to_call_dict(1, 2)) == joined(1, 2) == "1-<2>!2"

@@ -1,0 +1,31 @@
+"""Citi's pargraph 0.9.6 layout over ours: its module paths and names, as aliases of our objects.
+
+A user of Citi's pargraph changes ``pargraph`` to ``scaler_jupyter.pargraph`` in import lines
+and nothing else: the paths of :data:`ALIASES` import (see :mod:`scaler_jupyter.module_aliases`).
+Citi's ``FunctionCall`` (a graph's node) is our :class:`~scaler_jupyter.pargraph.model.Node`.
+"""
+
+from __future__ import annotations
+
+import abc
+import concurrent.futures
+from collections.abc import Callable
+from typing import Any
+
+
+class Backend(metaclass=abc.ABCMeta):
+    """What :class:`~scaler_jupyter.pargraph.GraphEngine` runs tasks on: anything with ``submit`` (Citi's type)."""
+
+    @abc.abstractmethod
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future: ...
+
+
+_PG = "scaler_jupyter.pargraph"
+
+ALIASES = {
+    f"{_PG}.about": {"__version__": "scaler_jupyter:__version__"},
+    f"{_PG}.engine.engine": {"GraphEngine": f"{_PG}.engine:GraphEngine", "Backend": f"{_PG}.citi:Backend"},
+    f"{_PG}.graph.annotation": {"Result": f"{_PG}.decorators:Result"},
+    f"{_PG}.graph.decorators": {"delayed": f"{_PG}.decorators:delayed", "graph": f"{_PG}.decorators:graph"},
+    f"{_PG}.graph.objects": {"Graph": f"{_PG}.model:Graph", "FunctionCall": f"{_PG}.model:Node"},
+}
