@@ -62,6 +62,10 @@ class DeletedObjectError(ScalerJupyterError, ValueError):
     """A task was given a reference to an object its client deleted with ``delete_object``; nothing was sent."""
 
 
+class SegmentLostError(ScalerJupyterError, OSError):
+    """A payload part in shared memory is gone: the process that held it died (or it is on another host)."""
+
+
 class NoWorkerWarning(UserWarning):
     """Tasks wait for tags no connected worker offers, or for any worker when none is connected."""
 

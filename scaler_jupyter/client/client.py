@@ -47,6 +47,7 @@ from scaler_jupyter.protocol import (
     Output,
     PutObjects,
     Rejected,
+    ReleaseSegments,
     Results,
     Shutdown,
     StatusReply,
@@ -55,6 +56,7 @@ from scaler_jupyter.protocol import (
     TaskSpec,
     TaskWarning,
     serialization,
+    shared_memory,
 )
 from scaler_jupyter.protocol.serialization import ObjectRef, Serializer
 from scaler_jupyter.security import load_keys
@@ -88,6 +90,10 @@ class Client(concurrent.futures.Executor):
     Tasks import what this process can: its ``sys.path``, as it is at each submit,
     reaches the workers on this host; :meth:`register_by_value` ships a module to
     workers anywhere (see :mod:`scaler_jupyter.import_environment`).
+
+    When the scheduler runs on this host, large parts of arguments, objects and results
+    (64 KiB or more) travel through shared memory, never through the sockets
+    (:mod:`scaler_jupyter.protocol.shared_memory`).
     """
 
     def __init__(self, address: str | None = None, serializer: Serializer | None = None,
@@ -130,6 +136,9 @@ class Client(concurrent.futures.Executor):
         self._sent_objects: set[bytes] = set()
         self._deleted_objects: set[bytes] = set()  # deleted by this client: a task using one fails at submit
         self._environment = CallerEnvironment(lambda obj: self._put(serialization.dumps(obj)))
+        # segments sent and not yet taken by the scheduler; none are made before its welcome says it is here
+        self._segments = shared_memory.SegmentHolder()
+        self._shares_host = False
         self._status_replies: dict[int, concurrent.futures.Future] = {}
         self._shutdown_reply: concurrent.futures.Future | None = None
         self._cluster_stopped = False  # the scheduler said it stops: nothing more can reach it
@@ -140,8 +149,9 @@ class Client(concurrent.futures.Executor):
             self._delivery.add_listener(listener)
         self._connection = Connection(self.address, self._on_message, self._on_lost, silence_timeout=self.timeout,
                                       keys=self._keys, on_refused=self._on_refused)
+        host_id = shared_memory.host_id()
         self._connection.send(ClientHello(PROTOCOL_VERSION, self._name, socket.gethostname(), os.getpid(),
-                                          self.store_tasks))
+                                          self.store_tasks, host_id))
         self._serializer_id = self._put(serialization.dumps(self.serializer)) if self.serializer is not None else None
         try:
             welcome = self._welcome.result(self.timeout)
@@ -159,6 +169,7 @@ class Client(concurrent.futures.Executor):
         # task ids are unique across clients: the scheduler's number for this client, then a counter
         self._task_ids = itertools.count(welcome.client_number << TASK_ID_BITS)
         self.client_number = welcome.client_number
+        self._shares_host = bool(host_id) and welcome.host_id == host_id
         for module in self._by_value.values():  # a new scheduler session holds none of the old objects
             self._environment.register_by_value(module)
 
@@ -257,6 +268,7 @@ class Client(concurrent.futures.Executor):
 
     def _close_connection(self, stop_cluster: bool = True) -> None:
         self._connection.close(ClientBye(), linger=not self._cluster_stopped)
+        self._segments.release_all()  # what the scheduler has not taken yet it never will
         self._delivery.close()
         if stop_cluster and self._cluster is not None:
             self._cluster.close()
@@ -314,6 +326,11 @@ class Client(concurrent.futures.Executor):
                 futures[key].set_result(submission.literals[key])
         if task_ids:
             self._delivery.watch(run.task_ids, run)
+            if self._shares_host:
+                for spec in submission.message.tasks:
+                    spec.args = self._segments.share(spec.args)
+                for obj in submission.message.objects:
+                    obj.payload = self._segments.share(obj.payload)
             self._connection.send(submission.message)
             # the tasks hold the literals now; this client's claim goes, unless it sent one itself (send_object)
             objects = submission.message.objects
@@ -438,6 +455,8 @@ class Client(concurrent.futures.Executor):
         thread submits as soon as it sees the mark always reaches the scheduler after the object."""
         object_id = serialization.content_id(*payload.parts)
         if object_id not in self._sent_objects:
+            if self._shares_host:
+                payload = self._segments.share(payload)
             self._connection.send(PutObjects([ObjectSpec(object_id, payload)]))
             self._sent_objects.add(object_id)
             self._deleted_objects.discard(object_id)
@@ -472,6 +491,8 @@ class Client(concurrent.futures.Executor):
             raise SerializationError(_which_argument_fails(fn, args, kwargs, self.serializer, exc)) from exc
         if self._deleted_objects and not self._deleted_objects.isdisjoint(refs):
             raise DeletedObjectError(_which_argument_is_deleted(fn, args, kwargs, self._deleted_objects))
+        if self._shares_host:
+            payload = self._segments.share(payload)
         return TaskSpec(next(self._task_ids), function_id, payload, refs, self._serializer_id, tags, priority,
                         task_context.current_task_id, self._environment.ids(), task_origin.current,
                         name=getattr(fn, "__qualname__", type(fn).__name__))
@@ -493,8 +514,13 @@ class Client(concurrent.futures.Executor):
     # -- in the I/O thread ---------------------------------------------------
 
     def _on_message(self, message) -> None:
-        if isinstance(message, (Results, Output)):
+        if isinstance(message, Results):
+            self._map_results(message)
             self._delivery.post(message)
+        elif isinstance(message, Output):
+            self._delivery.post(message)
+        elif isinstance(message, ReleaseSegments):  # the scheduler holds what we sent: our hold goes
+            self._segments.release(message.inodes)
         elif isinstance(message, StatusReply):
             reply = self._status_replies.get(message.request_id)
             if reply is not None and not reply.done():
@@ -520,6 +546,18 @@ class Client(concurrent.futures.Executor):
             else:  # it dropped us (declared us gone): our tasks are cancelled there
                 self._on_lost(f"the scheduler at {self.address} dropped this client: {message.reason}")
 
+    def _map_results(self, message: Results) -> None:
+        """Map the results' shared-memory parts now, and tell the scheduler it may let them go: the caller's
+        values then live in this process's own mappings, whatever becomes of the scheduler."""
+        held: list[int] = []
+        for result in message.results:
+            inodes = shared_memory.inodes(result.payload)
+            if inodes:  # one that cannot be mapped fails to load, saying why; the scheduler's hold goes all the same
+                result.payload = shared_memory.materialize(result.payload)[0]
+                held.extend(inodes)
+        if held:
+            self._connection.send(ReleaseSegments(held))
+
     def _on_refused(self, reason: str) -> None:
         """The scheduler refused our security handshake, as it will every retry."""
         if not self._welcome.done():
@@ -539,6 +577,7 @@ class Client(concurrent.futures.Executor):
             reason += ("; this client's pending tasks and stored objects are gone: call client.reconnect() "
                        "to join the scheduler again")
         self._lost = ConnectionLostError(reason)
+        self._segments.release_all()
         logger.log(logging.WARNING if reconnectable else logging.INFO, "%s", reason)
         self._delivery.post_lost(self._lost)
         for reply in list(self._status_replies.values()):

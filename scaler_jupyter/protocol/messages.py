@@ -6,7 +6,10 @@ large parts of user payloads. A :class:`Payload` is opaque here: a list of
 buffers (a pickle stream and its out-of-band buffers) that the scheduler stores
 and forwards without ever unpickling. Small parts ride inline in the header as
 msgpack ``bin``; parts of ``INLINE_LIMIT`` bytes or more travel as their own
-frames, which ZeroMQ sends without copying.
+frames, which ZeroMQ sends without copying. Between processes of one host a large
+part may instead be a :class:`Segment`: a few numbers naming a shared-memory
+segment that the receiver maps (``shared_memory.py``), so its bytes never cross a
+socket.
 
 Decoding checks each field's type, so a malformed or hostile message is a
 :class:`~scaler_jupyter.errors.ProtocolError` at the edge, never a half-applied
@@ -23,7 +26,7 @@ import msgpack
 
 from scaler_jupyter.errors import ProtocolError
 
-PROTOCOL_VERSION = 2  # 2: TaskSpec.environment
+PROTOCOL_VERSION = 3  # 2: TaskSpec.environment; 3: shared-memory segments, host ids in hellos and welcomes
 TASK_ID_BITS = 40  # a client's task ids are its number << TASK_ID_BITS plus a counter: unique, and its own
 INLINE_LIMIT = 64 * 1024
 
@@ -54,6 +57,7 @@ class Kind(enum.IntEnum):
     TAKEN_BACK = 22
     SUBMIT_GRAPH = 23
     TASK_WARNING = 24
+    RELEASE_SEGMENTS = 25
 
 
 class Status(enum.IntEnum):
@@ -69,8 +73,19 @@ class Status(enum.IntEnum):
     INVALID = 7  # the scheduler refused the task: a malformed graph
 
 
+@dataclasses.dataclass(slots=True, frozen=True)
+class Segment:
+    """A payload part that stays in shared memory on one host: the memfd ``fd`` of process ``pid``, whose
+    inode (its name while it lives, whoever holds it) is ``inode``, of ``size`` bytes. See ``shared_memory.py``."""
+
+    pid: int
+    fd: int
+    inode: int
+    size: int
+
+
 class Payload:
-    """Serialized user data: a list of buffers the engine moves but never reads."""
+    """Serialized user data: a list of buffers (or :class:`Segment` parts) the engine moves but never reads."""
 
     __slots__ = ("parts",)
 
@@ -79,13 +94,18 @@ class Payload:
 
     @property
     def nbytes(self) -> int:
-        return sum(memoryview(p).nbytes for p in self.parts)
+        return sum(p.size if type(p) is Segment else memoryview(p).nbytes for p in self.parts)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Payload) and [bytes(p) for p in self.parts] == [bytes(p) for p in other.parts]
+        return isinstance(other, Payload) and [_comparable(p) for p in self.parts] == [
+            _comparable(p) for p in other.parts]
 
     def __repr__(self) -> str:
         return f"Payload({self.nbytes} bytes in {len(self.parts)} parts)"
+
+
+def _comparable(part):
+    return part if type(part) is Segment else bytes(part)
 
 
 # ---------------------------------------------------------------------------
@@ -198,6 +218,7 @@ class ClientHello:
     host: str
     pid: int
     store_tasks: bool  # re-run the tasks of a dead worker (True) or fail them with WorkerDiedError
+    host_id: str = ""  # shared_memory.host_id(): "" where segments cannot be shared
 
 
 @_message(Kind.CLIENT_WELCOME)
@@ -205,6 +226,7 @@ class ClientWelcome:
     KIND: ClassVar[Kind]
     client_number: int
     heartbeat_interval: float
+    host_id: str = ""  # the scheduler's: a client with the same one sends large parts as segments
 
 
 @_message(Kind.CLIENT_BYE)
@@ -288,12 +310,14 @@ class WorkerHello:
     pid: int
     processors: int
     tags: list[str]
+    host_id: str = ""
 
 
 @_message(Kind.WORKER_WELCOME)
 class WorkerWelcome:
     KIND: ClassVar[Kind]
     worker_number: int
+    host_id: str = ""  # the scheduler's: a worker with another one sends results as bytes
 
 
 @_message(Kind.WORKER_BYE)
@@ -367,6 +391,15 @@ class TaskWarning:
     task_ids: list[int]
 
 
+@_message(Kind.RELEASE_SEGMENTS)
+class ReleaseSegments:
+    """Stop holding these shared-memory segments (by inode) for the sender: it holds its own reference now
+    (the scheduler, of what a client or worker sent it), or it has mapped them (a client, of results)."""
+
+    KIND: ClassVar[Kind]
+    inodes: list[int]
+
+
 @_message(Kind.REJECTED)
 class Rejected:
     """The scheduler refused a message; sent back so a peer is not left waiting."""
@@ -394,7 +427,9 @@ _SIMPLE = {"int": "int", "str": "str", "bytes": "bytes", "float": "(float, int)"
 def _payload_to_wire(payload: Payload, frames: list) -> list:
     wire = []
     for part in payload.parts:
-        if len(memoryview(part).cast("B")) >= INLINE_LIMIT:
+        if type(part) is Segment:
+            wire.append([part.pid, part.fd, part.inode, part.size])
+        elif len(memoryview(part).cast("B")) >= INLINE_LIMIT:
             wire.append(len(frames))
             frames.append(part)
         else:
@@ -411,6 +446,8 @@ def _payload_from_wire(wire, frames: list) -> Payload:
             parts.append(part)
         elif type(part) is int and 0 < part < len(frames):
             parts.append(frames[part])
+        elif type(part) is list and len(part) == 4 and all(type(x) is int and 0 <= x < 1 << 63 for x in part):
+            parts.append(Segment(*part))
         else:
             raise ProtocolError("malformed payload")
     return Payload(parts)

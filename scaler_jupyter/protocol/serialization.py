@@ -3,7 +3,9 @@
 The default serializer is pickle protocol 5 by the rule in ``pickling.py``, so
 functions defined in a notebook travel by value and large buffers (numpy arrays,
 bytes) travel out-of-band as their own frames, never copied into the pickle stream.
-A payload's content id is ``content_id(*payload.parts)``.
+A payload's content id is ``content_id(*payload.parts)``. Parts in shared memory
+(:class:`~scaler_jupyter.protocol.messages.Segment`, see ``shared_memory.py``) are
+mapped when the payload is loaded, privately: each load gets its own copy-on-write view.
 A custom serializer is any object with ``dumps(obj) -> bytes`` and
 ``loads(bytes) -> obj``; it travels to the workers with the tasks that use it.
 """
@@ -14,8 +16,8 @@ import pickle
 import threading
 from typing import Any, Protocol
 
-from scaler_jupyter.protocol import pickling
-from scaler_jupyter.protocol.messages import Payload
+from scaler_jupyter.protocol import pickling, shared_memory
+from scaler_jupyter.protocol.messages import Payload, Segment
 from scaler_jupyter.protocol.pickling import content_id
 
 __all__ = ["ObjectRef", "Serializer", "content_id", "dumps", "dumps_collecting_refs", "loads", "loads_resolving_refs"]
@@ -50,15 +52,19 @@ def loads(payload: Payload, serializer: Serializer | None = None, writable: bool
     slice of a pipe read) becomes the array without a copy, and a read-only one (a
     small part inline in a message header) is copied. ``copy`` copies every buffer,
     for a payload that is kept and loaded again (a worker's cached object): what one
-    load's arrays are given stays private to it.
+    load's arrays are given stays private to it. A part in shared memory is mapped
+    for this load alone, writable and copy-on-write: it is neither copied nor shared.
     """
     stream, *buffers = payload.parts
+    if type(stream) is Segment:
+        stream = shared_memory.map_segment(stream)
     if serializer is not None:
         return serializer.loads(bytes(stream))
     if copy:
-        buffers = [bytearray(b) for b in buffers]
-    elif writable:
-        buffers = [b if not memoryview(b).readonly else bytearray(b) for b in buffers]
+        buffers = [shared_memory.map_segment(b) if type(b) is Segment else bytearray(b) for b in buffers]
+    else:
+        buffers = [shared_memory.map_segment(b) if type(b) is Segment
+                   else bytearray(b) if writable and memoryview(b).readonly else b for b in buffers]
     return pickle.loads(stream, buffers=buffers)
 
 

@@ -22,6 +22,9 @@ busy on two cores reads 200).
       (or since the previous snapshot, if that is older).
     - ``objects`` (int): payloads in the object store (functions, ``send_object`` data).
     - ``object_bytes`` (int): their total size, bytes.
+    - ``segments`` (int): shared-memory segments it holds (large parts of task arguments, objects and
+      results on their way, for peers on its host).
+    - ``segment_bytes`` (int): their total size, bytes.
 - ``tasks`` (dict), totals by state:
     - ``pending`` (int): waiting for a worker.
     - ``assigned`` (int): in a worker's queue, started or not (``queued + running``).
@@ -197,6 +200,8 @@ def build_snapshot(state: SchedulerState, now: float) -> dict:
             "tasks_per_second": monitor.tasks_per_second(now, finished),
             "objects": len(state.objects),
             "object_bytes": state.objects.nbytes,
+            "segments": len(state.segments),
+            "segment_bytes": state.segments.nbytes,
         },
         "tasks": {
             "pending": len(state.pending),

@@ -4,12 +4,14 @@ Objects are content-addressed, so the same object sent twice is stored once. Eac
 object lives while some client owns it or some live task needs it; a client's
 disconnect releases what it owned, and a task's end what it needed. A graph task's
 result has no owner: it lives exactly as long as the tasks that wait for it.
+``on_collect(payload)`` hears of every payload that leaves (the scheduler then lets go
+of its shared-memory segments).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from scaler_jupyter.protocol import Payload
 
@@ -25,9 +27,10 @@ class StoredObject:
 class ObjectStore:
     """Payloads by object id, with the set of clients that own each."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_collect: Callable[[Payload], None] | None = None) -> None:
         self._objects: dict[bytes, StoredObject] = {}
         self.nbytes = 0
+        self._on_collect = on_collect
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -48,13 +51,15 @@ class ObjectStore:
         else:
             stored.owners.add(owner)
 
-    def put_result(self, object_id: bytes, payload: Payload, holds: int) -> None:
-        """Keep a graph task's result for the ``holds`` live tasks that need it; each :meth:`unhold` one."""
+    def put_result(self, object_id: bytes, payload: Payload, holds: int) -> bool:
+        """Keep a graph task's result for the ``holds`` live tasks that need it; each :meth:`unhold` one.
+        Return False if it was kept already."""
         if object_id in self._objects:
-            return
+            return False
         nbytes = payload.nbytes
         self._objects[object_id] = StoredObject(payload, nbytes, set(), holds)
         self.nbytes += nbytes
+        return True
 
     def get(self, object_id: bytes) -> Payload:
         return self._objects[object_id].payload
@@ -84,4 +89,6 @@ class ObjectStore:
             return False
         del self._objects[object_id]
         self.nbytes -= stored.nbytes
+        if self._on_collect is not None:
+            self._on_collect(stored.payload)
         return True

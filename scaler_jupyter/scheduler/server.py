@@ -12,7 +12,7 @@ import time
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from scaler_jupyter.protocol import deliver
+from scaler_jupyter.protocol import deliver, shared_memory
 from scaler_jupyter.protocol.feed import TOPIC, encode_snapshot
 from scaler_jupyter.protocol.transport import receive_routed, send
 from scaler_jupyter.scheduler.connections import ConnectionTracker
@@ -234,6 +234,7 @@ class SchedulerServer:
 
 def run_scheduler(address: str, config: SchedulerConfig, ready_fd: int | None = None) -> None:
     """Run a scheduler in this process until SIGINT or SIGTERM; report its address on ``ready_fd``."""
+    shared_memory.raise_fd_limit()  # it holds an fd per shared-memory segment of every live task and object
     server = SchedulerServer(address, config)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: server.stop())

@@ -17,6 +17,12 @@ State:
   tasks that need it (:class:`ObjectStore`).
 - ``graphs``: (client, graph id) -> :class:`Graph`, the dependencies of every
   running graph (``graphs.py``); ``finished_graphs``: the last few that ended.
+- ``segments``: the shared-memory segments the scheduler holds (``protocol/shared_memory.py``), a hold
+  per payload that names one: a task's arguments until the task leaves ``tasks``, a stored object until
+  it is collected, a result from when a worker's ``Results`` arrive until its client says it mapped it
+  (``ClientInfo.lent``). Every segment a peer sends is taken (opened) on receipt, and the peer told at
+  the next flush that it may let go (``ReleaseSegments``); a worker's result whose segment is already
+  gone (its processor died) runs again. Peers on another host get bytes instead of segments.
 - ``recent_tasks``: the last ``RECENT_TASKS`` tasks workers finished (:class:`FinishedTask`), for the
   monitor's task stream.
 - ``unmatched``: tags -> :class:`Unmatched`, the tag sets pending tasks need and
@@ -42,6 +48,7 @@ import math
 import re
 
 from scaler_jupyter import queue_depth
+from scaler_jupyter.errors import SegmentLostError
 from scaler_jupyter.protocol import (
     CONTENT_ID_BYTES,
     PROTOCOL_VERSION,
@@ -55,8 +62,10 @@ from scaler_jupyter.protocol import (
     Heartbeat,
     ObjectSpec,
     Output,
+    Payload,
     PutObjects,
     Rejected,
+    ReleaseSegments,
     Results,
     Shutdown,
     Status,
@@ -75,6 +84,7 @@ from scaler_jupyter.protocol import (
     WorkerWelcome,
     needed_objects,
     result_object_id,
+    shared_memory,
 )
 from scaler_jupyter.protocol.graph_states import GraphState, NodeState
 from scaler_jupyter.scheduler import graphs
@@ -166,6 +176,8 @@ class ClientInfo:
     submitted: int = 0
     done: int = 0
     origins: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # live tasks by origin
+    host_id: str = ""
+    lent: set[int] = dataclasses.field(default_factory=set)  # segments of results sent, until it mapped them
 
 
 @dataclasses.dataclass(slots=True)
@@ -187,6 +199,7 @@ class WorkerInfo:
     memory: int = 0
     running: int = 0
     done: int = 0
+    host_id: str = ""
 
     depth: int = 4  # tasks per processor the worker may hold, learned from task times
 
@@ -207,7 +220,9 @@ class SchedulerState:
         self.workers: dict[bytes, WorkerInfo] = {}
         self.tasks: dict[int, Task] = {}
         self.pending = PendingQueue()
-        self.objects = ObjectStore()
+        self.segments = shared_memory.SegmentHolder()
+        self.host_id = shared_memory.host_id()
+        self.objects = ObjectStore(on_collect=self.segments.drop)
         self.graphs: dict[tuple[bytes, int], Graph] = {}
         self.finished_graphs: collections.deque[Graph] = collections.deque(maxlen=graphs.FINISHED_KEPT)
         self.unmatched: dict[frozenset, Unmatched] = {}
@@ -219,6 +234,7 @@ class SchedulerState:
         self._results: dict[bytes, list[TaskResult]] = {}
         self._assigned: dict[bytes, list[TaskSpec]] = {}
         self._deleted: dict[bytes, list[bytes]] = {}  # objects workers may drop, coalesced per worker
+        self._released: dict[bytes, list[int]] = {}  # segments a peer sent that are taken, coalesced per peer
         self.finished = 0  # tasks ended since the start: succeeded, failed, crashed or cancelled
         self.recent_tasks: collections.deque[FinishedTask] = collections.deque(maxlen=RECENT_TASKS)
         self._next_balance = self.started
@@ -270,6 +286,8 @@ class SchedulerState:
             self._someone_idle = False
             self._balance()
         out = self._outbox
+        for identity, inodes in self._released.items():
+            out.append((identity, ReleaseSegments(inodes)))
         for identity, object_ids in self._deleted.items():
             out.append((identity, DeleteObjects(object_ids)))
         for identity, specs in self._assigned.items():
@@ -280,11 +298,66 @@ class SchedulerState:
                     if object_id not in worker.objects:
                         worker.objects.add(object_id)
                         objects.append(ObjectSpec(object_id, self.objects.get(object_id)))
+            if self.segments and not self._shares_host(worker.host_id):
+                objects, specs = _materialized(objects, specs)
             out.append((identity, Assign(objects, specs)))
         for identity, results in self._results.items():
-            out.append((identity, Results(results)))
-        self._outbox, self._results, self._assigned, self._deleted = [], {}, {}, {}
+            out.append((identity, Results(self._lend(identity, results))))
+        self._outbox, self._results, self._assigned, self._deleted, self._released = [], {}, {}, {}, {}
         return out
+
+    # -- shared memory -------------------------------------------------------
+
+    def _shares_host(self, host_id: str) -> bool:
+        return bool(self.host_id) and host_id == self.host_id
+
+    def _note_sent(self, peer: bytes, payloads) -> None:
+        """``peer`` sent these payloads: whatever segments they name, it may let go after this turn (those the
+        scheduler keeps it has taken by then, the others it does not want)."""
+        for payload in payloads:
+            if payload is not None:
+                inodes = shared_memory.inodes(payload)
+                if inodes:
+                    self._released.setdefault(peer, []).extend(inodes)
+
+    def _take(self, payload: Payload, host_id: str, may_hand) -> Payload:
+        """The scheduler's own hold on ``payload``'s segments; raise SegmentLostError if it cannot have them."""
+        if not shared_memory.inodes(payload):
+            return payload
+        if not self._shares_host(host_id):
+            raise SegmentLostError("shared memory segments from a peer on another host")
+        return self.segments.take(payload, may_hand)
+
+    def _take_from_client(self, client: ClientInfo, payload: Payload) -> Payload:
+        return self._take(payload, client.host_id, lambda pid: pid == client.pid)
+
+    def _lend(self, identity: bytes, results: list[TaskResult]) -> list[TaskResult]:
+        """Results go to a client: their segments stay held until it says it mapped them; a client on
+        another host gets bytes, and the holds go once they are sent."""
+        if not self.segments:
+            return results
+        client = self.clients[identity]
+        if self._shares_host(client.host_id):
+            for result in results:
+                client.lent.update(shared_memory.inodes(result.payload))
+            return results
+        sent = []
+        for result in results:
+            if shared_memory.inodes(result.payload):
+                payload = shared_memory.materialize(result.payload)[0]
+                self.segments.drop(result.payload)
+                result = dataclasses.replace(result, payload=payload)
+            sent.append(result)
+        return sent
+
+    def _on_release_segments(self, peer: bytes, msg: ReleaseSegments, now: float) -> None:
+        """A client mapped these results: the scheduler's holds on them go."""
+        client = self.clients.get(peer)
+        if client is None:
+            return
+        released = [inode for inode in msg.inodes if inode in client.lent]
+        client.lent.difference_update(released)
+        self.segments.release(released)
 
     # -- clients -------------------------------------------------------------
 
@@ -296,8 +369,8 @@ class SchedulerState:
             self._remove_client(peer)
         number = next(self._client_numbers)
         self.clients[peer] = ClientInfo(number, msg.name, msg.host, _clamp(msg.pid, 0, _MAX_REPORTED),
-                                        msg.store_tasks, now)
-        self._outbox.append((peer, ClientWelcome(number, self.config.heartbeat_interval)))
+                                        msg.store_tasks, now, host_id=msg.host_id)
+        self._outbox.append((peer, ClientWelcome(number, self.config.heartbeat_interval, self.host_id)))
 
     def _on_client_bye(self, peer: bytes, msg: ClientBye, now: float) -> None:
         self._remove_client(peer)
@@ -307,6 +380,7 @@ class SchedulerState:
         if client is None:
             self._outbox.append((peer, Rejected("submit before hello: connect with Client(address)")))
             return
+        self._note_sent(peer, [spec.args for spec in msg.tasks])
         self._store_objects(client, peer, msg.objects)
         room = self.config.max_waiting - len(self.pending)
         for spec in msg.tasks:
@@ -326,6 +400,12 @@ class SchedulerState:
                                              f"(--max-waiting {self.config.max_waiting}): wait for results "
                                              "or add workers before submitting more", []))
                 continue
+            try:
+                spec.args = self._take_from_client(client, spec.args)
+            except SegmentLostError as exc:
+                self._reply(peer, TaskResult(spec.task_id, Status.SERIALIZATION, None,
+                                             f"the task's arguments could not be read: {exc}", []))
+                continue
             room -= 1
             task = Task(spec, peer, frozenset(spec.tags) if spec.tags else _NO_TAGS, spec.args.nbytes)
             for object_id in needed_objects(spec):
@@ -344,6 +424,7 @@ class SchedulerState:
         if client is None:
             self._outbox.append((peer, Rejected("submit before hello: connect with Client(address)")))
             return
+        self._note_sent(peer, [spec.args for spec in msg.tasks])
         self._store_objects(client, peer, msg.objects)
         first = msg.tasks[0].task_id if msg.tasks else (msg.nodes[0].task_id if msg.nodes else None)
         problem = graphs.check(msg, client.number, self.tasks)
@@ -364,6 +445,17 @@ class SchedulerState:
                                          f"a graph of {len(msg.tasks)} tasks does not fit: the scheduler holds "
                                          f"{len(self.pending)} waiting tasks (--max-waiting "
                                          f"{self.config.max_waiting})", []))
+            return
+        taken = []
+        try:
+            for spec in msg.tasks:
+                spec.args = self._take_from_client(client, spec.args)
+                taken.append(spec.args)
+        except SegmentLostError as exc:
+            for payload in taken:
+                self.segments.drop(payload)
+            self._reply(peer, TaskResult(first, Status.SERIALIZATION, None,
+                                         f"the graph's arguments could not be read: {exc}", []))
             return
         graph = graphs.build(msg, peer, client.number, now)
         self.graphs[peer, msg.graph_id] = graph
@@ -390,6 +482,8 @@ class SchedulerState:
         client = self.clients.get(peer)
         if client is not None:
             self._store_objects(client, peer, msg.objects)
+        else:
+            self._note_sent(peer, [obj.payload for obj in msg.objects])
 
     def _on_delete_objects(self, peer: bytes, msg: DeleteObjects, now: float) -> None:
         client = self.clients.get(peer)
@@ -438,11 +532,20 @@ class SchedulerState:
         self._outbox.append((peer, StatusReply(msg.request_id, build_snapshot(self, now))))
 
     def _store_objects(self, client: ClientInfo, peer: bytes, objects: list[ObjectSpec]) -> None:
+        self._note_sent(peer, [obj.payload for obj in objects])
         for obj in objects:
             if len(obj.object_id) != CONTENT_ID_BYTES:  # other ids are the scheduler's own (graph results)
                 logger.warning("client %s sent an object with a %d-byte id: ignored", client.name, len(obj.object_id))
                 continue
-            self.objects.put(obj.object_id, obj.payload, peer)
+            payload = obj.payload
+            if obj.object_id not in self.objects:
+                try:
+                    payload = self._take_from_client(client, payload)
+                except SegmentLostError as exc:  # tasks that need it fail: it is not on the scheduler
+                    logger.warning("client %s sent object %s that cannot be read: %s", client.name,
+                                   obj.object_id.hex(), exc)
+                    continue
+            self.objects.put(obj.object_id, payload, peer)
             client.objects.add(obj.object_id)
 
     def _release_object(self, object_id: bytes, owner: bytes) -> None:
@@ -456,6 +559,8 @@ class SchedulerState:
                 self._deleted.setdefault(identity, []).append(object_id)
 
     def _unhold_objects(self, task: Task) -> None:
+        """A task left: its arguments and the objects it needed are held no more by it."""
+        self.segments.drop(task.spec.args)
         for object_id in needed_objects(task.spec):
             if self.objects.unhold(object_id):
                 self._drop_from_workers(object_id)
@@ -470,7 +575,9 @@ class SchedulerState:
             del self.graphs[key]
         for object_id in client.objects:
             self._release_object(object_id, peer)
-        self._results.pop(peer, None)
+        for result in self._results.pop(peer, ()):
+            self.segments.drop(result.payload)
+        self.segments.release(client.lent)
         logger.info("client %s left: %d tasks cancelled, %d objects released",
                     client.name, len(client.tasks), len(client.objects))
 
@@ -510,8 +617,8 @@ class SchedulerState:
             return True  # the client learns why its graph failed
         graph.ended[node] = NodeState.DONE
         waiting = [self.tasks[d] for d in graph.dependents[node] if d in self.tasks]
-        if waiting:
-            self.objects.put_result(result_object_id(task_id), result.payload, len(waiting))
+        if waiting and self.objects.put_result(result_object_id(task_id), result.payload, len(waiting)):
+            self.segments.retain(result.payload)
         for ready in graph.release(task_id):
             dependent = self.tasks.get(ready)
             if dependent is not None and dependent.state is TaskState.WAITING:
@@ -547,8 +654,9 @@ class SchedulerState:
             self._remove_worker(peer)
         self.workers_joined += 1
         self.workers[peer] = WorkerInfo(self.workers_joined, msg.name, msg.host, _clamp(msg.pid, 0, _MAX_REPORTED),
-                                        _clamp(msg.processors, 1, _MAX_PROCESSORS), frozenset(msg.tags), now)
-        self._outbox.append((peer, WorkerWelcome(self.workers_joined)))
+                                        _clamp(msg.processors, 1, _MAX_PROCESSORS), frozenset(msg.tags), now,
+                                        host_id=msg.host_id)
+        self._outbox.append((peer, WorkerWelcome(self.workers_joined, self.host_id)))
         self._someone_idle = True
         logger.info("worker %s joined (%d processors, tags %s)", msg.name, msg.processors, sorted(msg.tags) or "none")
 
@@ -573,12 +681,30 @@ class SchedulerState:
             logger.debug("dropping results from unknown worker %r", peer)
             return
         walls = []
+        self._note_sent(peer, [result.payload for result in msg.results])
         for result in msg.results:
             worker.blocked.discard(result.task_id)
             task = worker.queue.pop(result.task_id, None)
             if task is None:  # cancelled, or taken back from this worker
                 continue
             worker.queued_bytes -= task.nbytes
+            if result.payload is not None and shared_memory.inodes(result.payload):
+                try:
+                    result.payload = self._take(result.payload, worker.host_id,
+                                                lambda pid: shared_memory.parent_pid(pid) == worker.pid)
+                except SegmentLostError as exc:
+                    if task.cancelled:
+                        result = TaskResult(result.task_id, Status.CANCELLED, None, "cancelled", result.profile)
+                    else:  # its processor died before the scheduler took the result: run it again, a few times
+                        task.crashes += 1
+                        if task.crashes < self.config.max_retries:
+                            logger.warning("the result of task %d is lost (%s): running it again", result.task_id,
+                                           exc)
+                            self._requeue(task)
+                            continue
+                        result = TaskResult(result.task_id, Status.SERIALIZATION, None,
+                                            f"the task's result could not be read, on each of its {task.crashes} "
+                                            f"runs: {exc}", result.profile)
             if result.profile:
                 walls.append(result.profile[0])
             if result.status == Status.CRASHED and not task.cancelled:
@@ -798,6 +924,8 @@ class SchedulerState:
         wanted = task.graph is None or self._graph_task_done(task, result)
         if client is not None and wanted:
             self._reply(task.client, result)
+        else:
+            self.segments.drop(result.payload)
 
     def _reply(self, client: bytes, result: TaskResult) -> None:
         self._results.setdefault(client, []).append(result)
@@ -818,6 +946,7 @@ class SchedulerState:
         Results: _on_results,
         Output: _on_output,
         TakenBack: _on_taken_back,
+        ReleaseSegments: _on_release_segments,
     }
 
 
@@ -837,6 +966,16 @@ def _graph_key(task: Task) -> str:
 
 _KEY_NAME = re.compile(r"[(\s'\"]*([^-@'\",]*)")
 _STATUS_NAMES = {status.value: status.name.lower() for status in Status}
+
+
+def _materialized(objects: list[ObjectSpec], specs: list[TaskSpec]) -> tuple[list[ObjectSpec], list[TaskSpec]]:
+    """Copies of an Assign's objects and tasks with their segments as mapped bytes, for a worker on another
+    host (the stored payloads keep their segments)."""
+    objects = [ObjectSpec(o.object_id, shared_memory.materialize(o.payload)[0])
+               if shared_memory.inodes(o.payload) else o for o in objects]
+    specs = [dataclasses.replace(s, args=shared_memory.materialize(s.args)[0])
+             if shared_memory.inodes(s.args) else s for s in specs]
+    return objects, specs
 
 
 def _clamp(value, low, high):

@@ -18,6 +18,8 @@ State:
 - ``blocked``: running tasks that wait on their own children.
 - ``cancelling``: cancels forwarded to a processor for tasks it had not started, not yet answered.
 - ``depth``: tasks a processor may hold, learned from task times (``queue_depth.py``).
+- ``lent``: inode -> processor, the shared-memory segments of results a processor holds until the
+  scheduler has taken them (``protocol/shared_memory.py``).
 
 Rules:
 
@@ -42,6 +44,10 @@ Rules:
   ``Rejected`` before the welcome (another protocol version) stops the worker; after it,
   the scheduler forgot us and gave our tasks to others, so the queue is dropped and the
   worker joins again.
+- Shared memory: processors send large result parts as segments. When the scheduler shares this
+  host, they go on as they are, and the scheduler's ``ReleaseSegments`` goes on to the processor
+  that holds them; else the agent maps them into bytes for the scheduler and the processor lets
+  go at once.
 - Liveness: a heartbeat every ``heartbeat`` seconds; the worker stops when the scheduler has
   been silent for ``death_timeout``.
 """
@@ -67,6 +73,7 @@ from scaler_jupyter.protocol import (
     OutputLine,
     Payload,
     Rejected,
+    ReleaseSegments,
     Results,
     Shutdown,
     Status,
@@ -79,6 +86,7 @@ from scaler_jupyter.protocol import (
     WorkerHello,
     WorkerWelcome,
     needed_objects,
+    shared_memory,
 )
 
 logger = logging.getLogger(__name__)
@@ -110,6 +118,7 @@ class ProcessorInfo:
     killed: bool = False  # killed on purpose (a cancel), so its death is no crash
     outstanding: dict[int, TaskSpec] = dataclasses.field(default_factory=dict)  # in the order it runs them
     objects: set[bytes] = dataclasses.field(default_factory=set)
+    lent: set[int] = dataclasses.field(default_factory=set)  # segments of its results the scheduler has not taken
 
 
 @dataclasses.dataclass(slots=True)
@@ -166,6 +175,9 @@ class AgentState:
         self.config = config
         self.address = address  # the scheduler's, for what the log says
         self.name, self.host, self.pid = name, host, pid
+        self.host_id = shared_memory.host_id()
+        self.shares_host = False  # with the scheduler: known from its welcome
+        self.lent: dict[int, int] = {}
         self.queue = WaitingTasks()
         self.processors: dict[int, ProcessorInfo] = {}
         self.objects: dict[bytes, Payload] = {}
@@ -186,6 +198,7 @@ class AgentState:
         self._actions = Actions()
         self._cancels: dict[int, list[int]] = {}  # by processor: coalesced into one Cancel per turn
         self._deletes: dict[int, list[bytes]] = {}  # likewise, one DeleteObjects
+        self._releases: dict[int, list[int]] = {}  # likewise, one ReleaseSegments
         self._output: list[OutputLine] = []
         self._results: list[TaskResult] = []
         for _ in range(config.processors):
@@ -223,6 +236,9 @@ class AgentState:
         actions.to_processors = [(n, m) for n, m in actions.to_processors if n != number]
         self._cancels.pop(number, None)
         self._deletes.pop(number, None)
+        self._releases.pop(number, None)
+        for inode in proc.lent:  # gone with it: the scheduler, if it had not taken them, runs their tasks again
+            self.lent.pop(inode, None)
         actions.kill = [n for n in actions.kill if n != number]
         unstarted = list(proc.outstanding.values())
         for spec in unstarted:
@@ -282,8 +298,9 @@ class AgentState:
             self._dispatch()
         actions, self._actions = self._actions, Actions()
         actions.to_processors[:0] = [*((n, DeleteObjects(ids)) for n, ids in self._deletes.items()),
-                                     *((n, Cancel(ids)) for n, ids in self._cancels.items())]
-        self._deletes, self._cancels = {}, {}
+                                     *((n, Cancel(ids)) for n, ids in self._cancels.items()),
+                                     *((n, ReleaseSegments(ids)) for n, ids in self._releases.items())]
+        self._deletes, self._cancels, self._releases = {}, {}, {}
         if self._output:
             actions.to_scheduler.append(Output(self._output))
             self._output = []
@@ -331,6 +348,14 @@ class AgentState:
                 proc.objects.difference_update(held)
                 self._deletes.setdefault(number, []).extend(held)
 
+    def _on_release_segments(self, msg: ReleaseSegments, now: float) -> None:
+        """The scheduler took these result segments: the processors that hold them may let go."""
+        for inode in msg.inodes:
+            number = self.lent.pop(inode, None)
+            if number is not None:
+                self.processors[number].lent.discard(inode)
+                self._releases.setdefault(number, []).append(inode)
+
     def _on_task_blocked(self, msg: TaskBlocked, now: float) -> None:
         if any(msg.task_id in p.outstanding for p in self.processors.values()):
             self.blocked.add(msg.task_id)
@@ -356,6 +381,7 @@ class AgentState:
 
     def _on_welcome(self, msg: WorkerWelcome, now: float) -> None:
         self.welcomed = True
+        self.shares_host = bool(self.host_id) and msg.host_id == self.host_id
 
     def _on_scheduler_heartbeat(self, msg: Heartbeat, now: float) -> None:
         pass  # hearing it is the point: the scheduler lives
@@ -365,6 +391,7 @@ class AgentState:
     def _on_results(self, proc: ProcessorInfo, msg: Results, now: float) -> None:
         walls = []
         for result in msg.results:
+            self._pass_segments(proc, result)
             self.cancelling.discard(result.task_id)
             if proc.outstanding.pop(result.task_id, None) is not None:
                 self._results.append(result)
@@ -374,6 +401,20 @@ class AgentState:
         if walls:
             self.mean_task_seconds, self.depth = queue_depth.learn(
                 self.mean_task_seconds, sum(walls) / len(walls), PROCESSOR_QUEUE_SECONDS, 1, MAX_PROCESSOR_DEPTH)
+
+    def _pass_segments(self, proc: ProcessorInfo, result: TaskResult) -> None:
+        """A result's segments go to the scheduler as they are, held by ``proc`` until it takes them; or, for a
+        scheduler on another host, as bytes mapped here, and ``proc`` lets go now."""
+        inodes = shared_memory.inodes(result.payload)
+        if not inodes:
+            return
+        number = next(n for n, p in self.processors.items() if p is proc)
+        if self.shares_host:
+            proc.lent.update(inodes)
+            self.lent.update(dict.fromkeys(inodes, number))
+        else:
+            result.payload = shared_memory.materialize(result.payload)[0]
+            self._releases.setdefault(number, []).extend(inodes)
 
     def _on_output(self, proc: ProcessorInfo, msg: Output, now: float) -> None:
         self._output.extend(msg.lines)
@@ -397,7 +438,8 @@ class AgentState:
                                      or now - self._started > READY_TIMEOUT):
             self._hello_sent = True
             self._actions.to_scheduler.append(WorkerHello(PROTOCOL_VERSION, self.name, self.host, self.pid,
-                                                          self.config.processors, list(self.config.tags)))
+                                                          self.config.processors, list(self.config.tags),
+                                                          self.host_id))
 
     def _resize_pool(self) -> None:
         """Run one more processor per running task that waits for its own children, and no more."""
@@ -448,6 +490,7 @@ class AgentState:
         Cancel: _on_cancel,
         DeleteObjects: _on_delete_objects,
         TaskBlocked: _on_task_blocked,
+        ReleaseSegments: _on_release_segments,
         Shutdown: _on_shutdown,
         TakeBack: _on_take_back,
         Rejected: _on_rejected,

@@ -6,6 +6,9 @@ back in batches while more tasks wait, one by one when it is about to idle. Func
 objects are loaded once and cached by id. Before it loads a task it takes on the task's
 import environment (its caller's ``sys.path``, modules shipped by value: see
 :mod:`scaler_jupyter.import_environment`), and only when it differs from the last task's.
+Large parts of results go to shared-memory segments this processor holds until the
+scheduler has taken them (``ReleaseSegments``, by way of the agent); large parts of
+arguments arrive as segments, each mapped for the task that loads it, copy-on-write.
 A module the task needs that cannot be imported here fails the task with a
 ``ModuleNotFoundError`` that names it and says how to ship it. Run as
 ``python -m scaler_jupyter.worker.processor READ_FD WRITE_FD`` (the agent's pipes).
@@ -44,6 +47,7 @@ from scaler_jupyter.protocol import (
     Output,
     OutputLine,
     Payload,
+    ReleaseSegments,
     Results,
     Shutdown,
     Status,
@@ -52,6 +56,7 @@ from scaler_jupyter.protocol import (
     deliver,
     encode,
     serialization,
+    shared_memory,
 )
 from scaler_jupyter.worker.channel import Channel, ChannelClosed
 
@@ -124,6 +129,7 @@ class Processor:
         self._host, self._interpreter = host_identity(), interpreter_identity()
         self._environment: list[bytes] = []
         self._bundles = BundleFinder().install()
+        self._segments = shared_memory.SegmentHolder() if shared_memory.available() else None
 
     def send(self, message) -> None:
         with self._send_lock:
@@ -174,6 +180,9 @@ class Processor:
             for object_id in message.object_ids:
                 self._payloads.pop(object_id, None)
                 self._loaded.pop(object_id, None)
+        elif isinstance(message, ReleaseSegments):
+            if self._segments is not None:
+                self._segments.release(message.inodes)
         elif isinstance(message, Shutdown):
             self._running = False
 
@@ -222,8 +231,9 @@ class Processor:
 
     def _argument(self, object_id: bytes, serializer=None):
         """An object a task's arguments refer to, the task's own to change. One with out-of-band buffers
-        (arrays) is loaded for each task from copies of them, as other tasks here may use it too; the
-        others are loaded once and shared, as Dask's workers share a dependency's value."""
+        (arrays) is loaded for each task from copies of them (or private mappings, for buffers in shared
+        memory), as other tasks here may use it too; the others are loaded once and shared, as Dask's
+        workers share a dependency's value."""
         payload = self._payloads[object_id]
         if serializer is None and len(payload.parts) > 1:
             return serialization.loads(payload, copy=True)
@@ -259,7 +269,10 @@ class Processor:
         profile = [time.perf_counter() - started, time.process_time() - cpu_started, self._peak.peak()]
         if status == Status.OK:
             try:
-                return TaskResult(spec.task_id, status, serialization.dumps(value, serializer), "", profile)
+                payload = serialization.dumps(value, serializer)
+                if self._segments is not None:
+                    payload = self._segments.share(payload)
+                return TaskResult(spec.task_id, status, payload, "", profile)
             except Exception as exc:
                 message = f"the task's result could not be serialized: {type(exc).__name__}: {exc}"
                 return TaskResult(spec.task_id, Status.SERIALIZATION, None, message, profile)

@@ -77,6 +77,7 @@ _SAMPLES = {
     "TakeBack": lambda cls: cls([11, 12]),
     "TakenBack": lambda cls: cls([12]),
     "TaskWarning": lambda cls: cls("2 tasks wait for a worker with tags ['gpu']", [5, 6]),
+    "ReleaseSegments": lambda cls: cls([34138, 34139]),
 }
 
 
