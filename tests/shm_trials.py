@@ -108,11 +108,11 @@ def _kill_worker(cluster: LocalCluster) -> None:
         futures += [client.submit(filled, float(i), 0.05) for i in range(16)]
         wait_until(lambda: sum(f.done() for f in futures) >= 4, START_TIMEOUT, "the first results")
         os.kill(cluster.pids[1], signal.SIGKILL)
-        done, not_done = concurrent.futures.wait(futures, timeout=RECOVERY_TIMEOUT)
+        not_done = concurrent.futures.wait(futures, timeout=RECOVERY_TIMEOUT).not_done
         assert not not_done, f"{len(not_done)} tasks never finished after the worker died"
         assert [f.result() for f in futures[:16]] == [float(i) * ELEMENTS for i in range(16)]
         assert all(f.result()[0] == i and f.result()[-1] == i for i, f in enumerate(futures[16:]))
-        del done, futures
+        futures.clear()  # the results go, and with them their mappings
         _check_still_works(client)
 
 
@@ -126,7 +126,7 @@ def _kill_scheduler(cluster: LocalCluster) -> None:
             assert isinstance(future.exception(RECOVERY_TIMEOUT), ConnectionLostError)
         workers = [psutil.Process(pid) for pid in cluster.pids[1:]]
         # the workers leave once the scheduler has been silent for their --death-timeout
-        gone, alive = psutil.wait_procs(workers, timeout=RECOVERY_TIMEOUT)
+        _, alive = psutil.wait_procs(workers, timeout=RECOVERY_TIMEOUT)
         assert not alive, f"workers {[p.pid for p in alive]} outlived their scheduler"
     finally:
         client.shutdown(wait=False, cancel_futures=True)

@@ -117,6 +117,6 @@ def test_a_map_of_large_arguments_and_results_is_correct(client):
 @pytest.mark.parametrize("kind", shm_trials.KINDS)
 def test_nothing_is_left_after_kill_9(kind):
     for _ in range(2):
-        seconds, held, dev_shm = shm_trials.trial(kind)
+        _, held, dev_shm = shm_trials.trial(kind)
         assert not held, f"after kill -9 of the {kind}, segments still held by {held}"
         assert not dev_shm, f"left in /dev/shm: {dev_shm}"
