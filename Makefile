@@ -50,6 +50,7 @@ bench: $(VENV)/.bench $(VENV)/.test  ## side-by-side measurements against the pe
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/balancing.py
 	$(PY) benchmarks/resilience.py
+	$(PY) benchmarks/shared_memory.py
 	$(PY) benchmarks/scheduler_scale.py
 	$(PY) benchmarks/graphs.py
 	$(PY) benchmarks/pargraph.py

@@ -22,6 +22,8 @@ Benchmarks (every figure is wall-clock time in this process, ``time.perf_counter
 4. large arguments: 50 tasks, each given its own 10 MB float64 array (1.25M elements, distinct contents, so
    no system can deduplicate them) and returning ``arr.nbytes``; MB/s = 500 MB over the time from the
    first submit to the last result.
+5. large results: 50 tasks, each returning its own 10 MB float64 array (filled with its index); MB/s = 500 MB
+   over the time from the first submit to the last result in this process (the fill is part of the time).
 
 Each benchmark prints one table: a row per system, each figure followed by its ratio to the best *peer*
 (every system but ``ours``), oriented so that a ratio above 1 means better than the best peer (for a
@@ -105,6 +107,10 @@ def pi_chunk(seed: int) -> int:
 
 def array_nbytes(array: np.ndarray) -> int:
     return array.nbytes
+
+
+def filled_array(value: int) -> np.ndarray:
+    return np.full(LARGE_ELEMENTS, float(value))
 
 
 # --- systems: each one a context manager that starts it and yields an adapter -------------------------------
@@ -363,6 +369,15 @@ def bench_large_arguments(adapter: Adapter, arrays: Sequence[np.ndarray]) -> dic
     return {"seconds": elapsed, "mb_per_s": total / MB / elapsed}
 
 
+def bench_large_results(adapter: Adapter) -> dict[str, float]:
+    start = time.perf_counter()
+    arrays = adapter.map_all(filled_array, range(LARGE_TASKS))
+    elapsed = time.perf_counter() - start
+    if [(a.nbytes, a[0], a[-1]) for a in arrays] != [(LARGE_ELEMENTS * 8, i, i) for i in range(LARGE_TASKS)]:
+        raise AssertionError("results of the wrong size or contents")
+    return {"seconds": elapsed, "mb_per_s": LARGE_TASKS * LARGE_ELEMENTS * 8 / MB / elapsed}
+
+
 def make_benchmarks(full: bool, skip_large: bool) -> list[Benchmark]:
     """The benchmarks to run; the pi baseline and the large arrays are made here, before any system starts."""
     sizes = [10_000, 100_000] if full else [10_000]
@@ -393,6 +408,13 @@ def make_benchmarks(full: bool, skip_large: bool) -> list[Benchmark]:
                 f"Large arguments: {LARGE_TASKS} tasks, each with its own {LARGE_ELEMENTS * 8 // MB} MB numpy array",
                 (Metric("seconds", "wall s", "{:.2f}", None), Metric("mb_per_s", "MB/s", "{:,.0f}", True)),
                 functools.partial(bench_large_arguments, arrays=arrays),
+            )
+        )
+        benchmarks.append(
+            Benchmark(
+                f"Large results: {LARGE_TASKS} tasks, each returning its own {LARGE_ELEMENTS * 8 // MB} MB numpy array",
+                (Metric("seconds", "wall s", "{:.2f}", None), Metric("mb_per_s", "MB/s", "{:,.0f}", True)),
+                bench_large_results,
             )
         )
     return benchmarks
@@ -583,7 +605,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--only", default=",".join(SYSTEMS), help=f"comma-separated systems to run, of {','.join(SYSTEMS)}"
     )
     parser.add_argument("--full", action="store_true", help="also measure throughput with 100,000 tasks")
-    parser.add_argument("--skip-large", action="store_true", help="skip the large-argument benchmark (500 MB)")
+    parser.add_argument("--skip-large", action="store_true",
+                        help="skip the large-argument and large-result benchmarks (500 MB each)")
     parser.add_argument(
         "--timeout", type=float, default=180.0, help="seconds allowed for a system's start and for each benchmark"
     )

@@ -64,6 +64,7 @@ from scaler_jupyter.security import load_keys
 logger = logging.getLogger(__name__)
 
 _BATCH = 1024  # tasks per Submit message from map
+_BATCH_BYTES = 8 * 1024 * 1024  # or fewer, once their arguments weigh this much: workers start on large ones sooner
 
 
 def _run_chunk(function: Callable, chunk: list[tuple]) -> list:
@@ -216,15 +217,17 @@ class Client(concurrent.futures.Executor):
             """Submit the next ``count`` calls (every one left if None), in batches."""
             self._check_open()  # a window refilled after shutdown, or once the scheduler is lost, raises
             specs: list[TaskSpec] = []
+            weight = 0
             try:
                 for args in itertools.islice(calls, count):
                     spec = self._spec(task_fn, function_id, args, {}, [], 0)
                     results.add(spec.task_id)
                     self._delivery.watch((spec.task_id,), results)
                     specs.append(spec)
-                    if len(specs) == _BATCH:
+                    weight += spec.args.nbytes
+                    if len(specs) == _BATCH or weight >= _BATCH_BYTES:
                         self._connection.send(Submit([], specs))
-                        specs = []
+                        specs, weight = [], 0
             except BaseException:  # an argument that cannot be serialized: what was sent is cancelled
                 if specs:
                     self._connection.send(Submit([], specs))

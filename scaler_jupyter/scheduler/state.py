@@ -67,6 +67,7 @@ from scaler_jupyter.protocol import (
     Rejected,
     ReleaseSegments,
     Results,
+    Segment,
     Shutdown,
     Status,
     StatusReply,
@@ -407,7 +408,7 @@ class SchedulerState:
                                              f"the task's arguments could not be read: {exc}", []))
                 continue
             room -= 1
-            task = Task(spec, peer, frozenset(spec.tags) if spec.tags else _NO_TAGS, spec.args.nbytes)
+            task = Task(spec, peer, frozenset(spec.tags) if spec.tags else _NO_TAGS, _queued_bytes(spec.args))
             for object_id in needed_objects(spec):
                 self.objects.hold(object_id)
             self.tasks[spec.task_id] = task
@@ -465,7 +466,8 @@ class SchedulerState:
                 self.objects.hold(object_id)
             # the results it waits for travel to its worker as objects; each is held from when it is stored
             spec.object_ids.extend(result_object_id(d) for d in dict.fromkeys(node.dependencies))
-            task = Task(spec, peer, frozenset(spec.tags) if spec.tags else _NO_TAGS, spec.args.nbytes, graph=graph)
+            task = Task(spec, peer, frozenset(spec.tags) if spec.tags else _NO_TAGS, _queued_bytes(spec.args),
+                        graph=graph)
             self.tasks[spec.task_id] = task
             client.tasks.add(spec.task_id)
             if spec.origin is not None:
@@ -966,6 +968,13 @@ def _graph_key(task: Task) -> str:
 
 _KEY_NAME = re.compile(r"[(\s'\"]*([^-@'\",]*)")
 _STATUS_NAMES = {status.value: status.name.lower() for status in Status}
+
+
+def _queued_bytes(args: Payload) -> int:
+    """What a task's arguments weigh in a worker's queue: the bytes that travel to it. Parts in shared memory
+    (a few numbers each, mapped only when the task runs) weigh nothing, so they do not thin the queue that
+    keeps its processors busy."""
+    return sum(0 if type(p) is Segment else memoryview(p).nbytes for p in args.parts)
 
 
 def _materialized(objects: list[ObjectSpec], specs: list[TaskSpec]) -> tuple[list[ObjectSpec], list[TaskSpec]]:
