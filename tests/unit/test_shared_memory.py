@@ -1,4 +1,5 @@
-"""Shared-memory segments (protocol/shared_memory.py): the codec's form, sharing, taking, mapping, holding."""
+"""Shared-memory segments (protocol/shared_memory.py): the codec's form, sharing, taking, mapping, holding, and
+the scheduler's rules for them (who holds what, when; bytes for peers on other hosts)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,25 @@ import pytest
 from scaler_jupyter.errors import ProtocolError, SegmentLostError
 from scaler_jupyter.protocol import (
     INLINE_LIMIT,
+    PROTOCOL_VERSION,
+    Assign,
+    ClientHello,
     Kind,
     Payload,
     PutObjects,
+    ReleaseSegments,
     Segment,
+    Status,
+    TaskResult,
+    TaskSpec,
+    WorkerHello,
     decode,
     encode,
     serialization,
     shared_memory,
 )
 from scaler_jupyter.protocol.messages import ObjectSpec
+from tests.unit.scheduler_harness import CLIENT, FN, W1, Scheduler, assigned, messages, ok, results, spec
 
 pytestmark = pytest.mark.skipif(not shared_memory.available(), reason="needs Linux memfd segments")
 
@@ -130,3 +140,72 @@ def test_host_id_names_this_boot_namespaces_and_user():
     host = shared_memory.host_id()
     assert host and f"uid:{os.getuid()}" in host
     assert str(os.stat("/proc/self/ns/net").st_ino) in host
+
+
+# ---------------------------------------------------------------------------
+# The scheduler's rules for segments (a SchedulerState, no sockets; the sender is a real process)
+
+
+def _scheduler_with(sender_pid: int, client_host: str, worker_host: str) -> Scheduler:
+    sched = Scheduler()
+    sched.send(CLIENT, ClientHello(PROTOCOL_VERSION, "c", "host", sender_pid, True, client_host))
+    sched.send(W1, WorkerHello(PROTOCOL_VERSION, "w", "host", os.getpid(), 1, [], worker_host))
+    sched.flush()
+    return sched
+
+
+def test_the_scheduler_takes_a_client_s_segment_and_forwards_its_own(sender):
+    process, segment = sender
+    sched = _scheduler_with(process.pid, shared_memory.host_id(), shared_memory.host_id())
+    task = TaskSpec(0, FN, Payload([b"stream", segment]), [], None, [], 0, None)
+    out = sched.submit(CLIENT, task)
+    assert messages(out, CLIENT, ReleaseSegments) == [ReleaseSegments([segment.inode])]
+    [assign] = messages(out, W1, Assign)
+    forwarded = assign.tasks[0].args.parts[1]
+    assert (forwarded.pid, forwarded.inode) == (os.getpid(), segment.inode)
+    assert sched.snapshot()["scheduler"]["segments"] == 1
+    process.stdin.close()
+    process.wait(10)  # the client's hold is gone; the scheduler's keeps the segment for the task
+    assert bytes(shared_memory.map_segment(forwarded)) == bytes(range(256)) * 1024
+    sched.report(W1, ok(0))
+    assert sched.snapshot()["scheduler"]["segments"] == 0
+
+
+def test_a_worker_on_another_host_gets_bytes(sender):
+    process, segment = sender
+    sched = _scheduler_with(process.pid, shared_memory.host_id(), "another-host")
+    out = sched.submit(CLIENT, TaskSpec(0, FN, Payload([b"stream", segment]), [], None, [], 0, None))
+    [assign] = messages(out, W1, Assign)
+    assert bytes(assign.tasks[0].args.parts[1]) == bytes(range(256)) * 1024
+    assert len(encode(assign)) == 2  # the part travels as a frame of its own
+
+
+def test_a_segment_from_a_client_on_another_host_fails_its_task(sender):
+    process, segment = sender
+    sched = _scheduler_with(process.pid, "another-host", shared_memory.host_id())
+    out = sched.submit(CLIENT, TaskSpec(0, FN, Payload([b"stream", segment]), [], None, [], 0, None))
+    assert results(out)[0].status == Status.SERIALIZATION
+    assert messages(out, CLIENT, ReleaseSegments)  # the client may let go all the same
+    assert sched.snapshot()["scheduler"]["segments"] == 0
+
+
+def test_a_result_segment_is_held_until_its_client_has_mapped_it(sender):
+    process, segment = sender  # a child of this process: as a processor is of its worker's agent
+    sched = _scheduler_with(process.pid, shared_memory.host_id(), shared_memory.host_id())
+    sched.submit(CLIENT, spec(0))
+    out = sched.report(W1, TaskResult(0, Status.OK, Payload([b"stream", segment]), "", [0.1, 0.1, 1]))
+    assert messages(out, W1, ReleaseSegments) == [ReleaseSegments([segment.inode])]
+    assert results(out)[0].payload.parts[1].pid == os.getpid()
+    assert sched.snapshot()["scheduler"]["segments"] == 1
+    sched.send(CLIENT, ReleaseSegments([segment.inode]))
+    assert sched.snapshot()["scheduler"]["segments"] == 0
+
+
+def test_a_result_whose_segment_is_gone_runs_again(sender):
+    process, segment = sender
+    sched = _scheduler_with(process.pid, shared_memory.host_id(), shared_memory.host_id())
+    sched.submit(CLIENT, spec(0))
+    process.stdin.close()
+    process.wait(10)  # its processor died before the scheduler read the result
+    out = sched.report(W1, TaskResult(0, Status.OK, Payload([b"stream", segment]), "", [0.1, 0.1, 1]))
+    assert not results(out) and assigned(out) == {W1: [0]}
