@@ -10,7 +10,7 @@ has Citi's packages installed, and prints the pass counts of both, and each test
 
 Usage::
 
-    pip install -e ".[test,dask]"                               # ours (make .venv/.test)
+    pip install -e ".[test,dask]" loky                          # ours (make .venv/.test); loky is in ".[bench]"
     python3 -m venv /tmp/citi-venv && /tmp/citi-venv/bin/pip install \\
         "parfun[pandas,dask]==7.2.2" "scaler==1.9.9" "pargraph==0.9.6" pytest       # theirs, in a separate venv
     python benchmarks/citi_suites.py --citi-python /tmp/citi-venv/bin/python

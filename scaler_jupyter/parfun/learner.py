@@ -54,6 +54,7 @@ START_FRACTION = 1024  # exploration starts at this fraction of a worker's share
 EXPLORE_AHEAD = 8
 MIN_POINTS = 4  # measurements at MIN_DISTINCT_SIZES sizes at least, before exploration may end
 MIN_DISTINCT_SIZES = 3
+MIN_SPAN = 2  # the local fit needs sizes from n to MIN_SPAN*n at least (probes at half and twice the choice give it)
 MIN_PARTITION_SECONDS = 0.005  # a partition carries at least this much work: no task costs nothing to run
 RECENT_MEASUREMENTS = 64  # measurements kept besides those of the last exploration
 PROBE_EVERY = 4
@@ -193,6 +194,12 @@ class PartitionSizeLearner:
             best = cap if math.isfinite(cap) else 2 * max(self._largest_measured, 1)
         return max(1, int(min(best, cap)))
 
+    def fitted_size(self) -> int:
+        """The model's choice, fitted to every measurement fed so far: for callers that choose the sizes measured."""
+        if self._since_fit:
+            self._refit()
+        return self.chosen_size()
+
     def measurements(self) -> list[Measurement]:
         return [*self._explored, *self._recent]
 
@@ -248,7 +255,9 @@ class PartitionSizeLearner:
         if self.model is not None:  # near the current choice, if enough was measured there
             low = self.chosen_size() / LOCAL_WINDOW
             near = [m for m in points if m.size >= low]
-            if len(near) >= MIN_POINTS and len({m.size for m in near}) >= MIN_DISTINCT_SIZES:
+            sizes = {m.size for m in near}
+            # sizes within a few percent of each other cannot tell a fixed cost from a per-item one
+            if len(near) >= MIN_POINTS and len(sizes) >= MIN_DISTINCT_SIZES and max(sizes) >= MIN_SPAN * min(sizes):
                 points = near
         model = _fit(points)
         if model is not None:

@@ -104,14 +104,9 @@ class PartitionStream:
         except BaseException:
             self.close()
             raise
-        kinds = {source.sized for source in self._sources}
-        if len(kinds) > 1:
-            plain = [slot_label(s) for source in self._sources if not source.sized for s in source.slots]
-            sized = [slot_label(s) for source in self._sources if source.sized for s in source.slots]
-            self.close()
-            raise ValueError(f"the partitioners of {', '.join(plain)} are plain generators and those of "
-                             f"{', '.join(sized)} are size-aware: partitions of both kinds cannot be kept aligned")
-        self.sized = kinds == {True}  # the learner chooses sizes only for size-aware partitioners
+        # The learner chooses sizes if any partitioner is size-aware; plain ones beside them must follow those
+        # sizes (as a fixed size lets them), else next() names the arguments whose partitions disagree.
+        self.sized = any(source.sized for source in self._sources)
 
     def next(self, size: int) -> tuple[int, dict[Slot, Any]] | None:
         """The next partition at (about) ``size`` items: ``(actual size, {slot: value})``; None at the end."""
@@ -125,7 +120,7 @@ class PartitionStream:
                      for s in source.slots]
             raise ValueError(f"the partitions of {', '.join(ended)} ended before those of {', '.join(going)}: "
                              "the arguments to partition have different lengths")
-        sizes = [n if n is not None else _length(values[0]) for n, values in pulled]
+        sizes = [n if n is not None else plain_partition_size(values) for n, values in pulled]
         if len(set(sizes)) > 1:
             described = ", ".join(f"{'/'.join(map(slot_label, source.slots))} has {n}"
                                   for source, n in zip(self._sources, sizes, strict=True))
@@ -167,7 +162,9 @@ def with_partition_size(generator: Iterable, partition_size: int | Callable[[], 
         yield item[1]
 
 
-def _length(value: Any) -> int:
+def plain_partition_size(partition: Any) -> int:
+    """The size of a plain generator's partition: the length of its (first) value, else 1."""
+    value = partition[0] if isinstance(partition, tuple) and partition else partition
     try:
         return len(value)
     except TypeError:

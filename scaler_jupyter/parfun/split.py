@@ -66,6 +66,12 @@ class Split:
             raise ValueError(f"{self.helper}: the arguments to partition have different lengths ({described})")
         return next(iter(lengths.values()), None)
 
+    def __call__(self, arguments: Any) -> tuple[Any, Any]:
+        """Citi's way to apply a split to a call's ``NamedArguments``: see :func:`~scaler_jupyter.parfun.citi.split`."""
+        from scaler_jupyter.parfun import citi  # Citi's argument records live there, and citi imports this module
+
+        return citi.split(self, arguments)
+
     def __repr__(self) -> str:
         if self.groups is None:
             return f"all_arguments({_name(self.everything)})"

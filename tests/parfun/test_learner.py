@@ -163,3 +163,17 @@ def test_initial_size_starts_exploration_and_bad_settings_are_refused():
     assert learner.next_size(2, 10_000_000) == 500
     with pytest.raises(ValueError, match="target_share"):
         PartitionSizeLearner(target_share=1.5)
+
+
+def test_measurements_clustered_at_the_choice_do_not_move_the_fixed_cost():
+    """Sizes within a few percent of each other cannot tell a fixed cost from a per-item one: the fit keeps a span."""
+    noise = random.Random(1)
+    per_item, per_partition = 43e-6, 18.7e-3
+    learner = PartitionSizeLearner()
+    best = per_partition / (0.05 * per_item)
+    for size in (64, 8, 96, 32, 256):
+        learner.observe(size, noise.gauss(per_item * size + per_partition, 50e-6))
+    for _ in range(30):
+        size = learner.fitted_size()
+        assert abs(size - best) <= 0.1 * best
+        learner.observe(size, noise.gauss(per_item * size + per_partition, 50e-6))

@@ -82,16 +82,21 @@ def test_partitioners_that_end_apart_are_a_value_error_naming_the_arguments():
         in_caller(pairwise, [1, 2], [1, 2, 3])
 
 
-def test_plain_and_size_aware_partitioners_cannot_be_mixed():
-    def plain(values):
-        yield (values,)
+def test_plain_and_size_aware_partitioners_mix_while_their_sizes_agree():
+    def pairs(values):
+        for start in range(0, len(values), 2):
+            yield (values[start:start + 2],)
 
-    @pf.parallel(split=pf.per_argument(xs=plain, ys=pf.py_list.by_chunk), combine_with=list)
     def pairwise(xs, ys):
-        return xs
+        return list(zip(xs, ys, strict=True))
 
-    with pytest.raises(ValueError, match="xs are plain generators and those of ys are size-aware"):
-        in_caller(pairwise, [1], [1])
+    split = pf.per_argument(xs=pairs, ys=pf.py_list.by_chunk)
+    in_pairs = pf.parallel(split=split, combine_with=list, fixed_partition_size=2)(pairwise)
+    assert in_caller(in_pairs, [1, 2, 3], [4, 5, 6]) == [[(1, 4), (2, 5)], [(3, 6)]]
+
+    in_threes = pf.parallel(split=split, combine_with=list, fixed_partition_size=3)(pairwise)
+    with pytest.raises(ValueError, match="partitions of different sizes"):
+        in_caller(in_threes, [1, 2, 3], [4, 5, 6])
 
 
 def test_names_that_are_no_parameter_fail_at_decoration():

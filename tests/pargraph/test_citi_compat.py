@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytest
 
-from scaler_jupyter.pargraph import GraphEngine, delayed, graph
+from scaler_jupyter.pargraph import GraphEngine, Result, delayed, graph
 
 
 @delayed
@@ -71,3 +73,24 @@ def test_operator_nodes_carry_citis_implicit_marker():
     assert getattr(implicit[0].function, "__implicit", False) is True
     assert not getattr(next(node for node in nodes if not node.implicit).function, "__implicit", False)
     assert GraphEngine().get(*plus_then_add.to_graph().to_dict(1, 2))[0] == 5
+
+
+def test_citis_output_names_reader_gives_a_name_or_a_tuple_and_refuses_duplicates():
+    """Annotations are read as the module sees them (its globals), as with Citi's: hence the imports at the top."""
+    from scaler_jupyter.pargraph.graph.annotation import _get_output_names
+
+    def one() -> int: ...
+
+    def named() -> Annotated[int, Result("total")]: ...
+
+    def two() -> tuple[Annotated[int, Result("low")], int]: ...
+
+    def same_twice() -> tuple[Annotated[int, Result("x")], Annotated[int, Result("x")]]: ...
+
+    def two_names() -> Annotated[int, Result("a"), Result("b")]: ...
+
+    assert (_get_output_names(one), _get_output_names(named), _get_output_names(two)) == (
+        "result", "total", ("low", "result_1"))
+    for invalid in (same_twice, two_names):
+        with pytest.raises(ValueError):
+            _get_output_names(invalid)
