@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import tempfile
 import time
@@ -82,8 +83,10 @@ def write(record: dict) -> None:
 
 
 def remove(cluster_id: str, log: bool = True) -> None:
-    """Delete a cluster's file (and, with ``log``, its supervisor's log); nothing if there is none."""
+    """Delete a cluster's file (and, with ``log``, its supervisor's log) and the keys an SSH cluster made
+    for itself; nothing if there is none."""
     folder = clusters_dir()
+    shutil.rmtree(folder / f"{cluster_id}.keys", ignore_errors=True)
     for name in (f"{cluster_id}.json", f"{cluster_id}.log")[:2 if log else 1]:
         with contextlib.suppress(FileNotFoundError):
             (folder / name).unlink()
@@ -106,7 +109,9 @@ def list_clusters() -> list[dict]:
             record = json.loads(path.read_text())
         except (OSError, ValueError):  # removed meanwhile, or not ours
             continue
-        if _alive(record["owner_pid"], record["started"]) and _alive(record["pids"][0], record["started"]):
+        # an SSH cluster's processes run on other hosts: its owner here holds them (see ssh_cluster)
+        if _alive(record["owner_pid"], record["started"]) and (record.get("kind") == "ssh"
+                                                               or _alive(record["pids"][0], record["started"])):
             found.append(record)
         else:
             logger.info("cluster %s is gone (its processes exited): removing its file", record["id"])
