@@ -20,7 +20,13 @@ A cluster file holds one JSON object:
 - ``started`` (float): seconds since the Unix epoch.
 - ``keys`` (str or None): the keys directory the cluster requires.
 - ``control_address`` (str or None): where the owner takes requests from other processes (set for
-  detached clusters only); ``detached`` (bool): the cluster outlives whoever asked for it.
+  detached clusters and SSH clusters); ``detached`` (bool): the cluster outlives whoever asked for it.
+- ``kind`` (str, absent for local clusters): ``"ssh"`` for an :class:`~scaler_jupyter.SSHCluster`,
+  whose ``pids`` is empty (its processes run on other hosts: ``hosts`` lists them as given, and
+  ``processes`` each remote process's host, role, name, pid and tether's pid). Its owner holds
+  them (they end when it does), so it is live while its owner is, and another process stops it
+  by a request to its ``control_address``: its scheduler is ``--protected``, and signalling the
+  owner would end a kernel with it.
 
 Detached clusters. :func:`start_detached` (``scaler-jupyter start``, ``%scaler start --keep``)
 starts a *supervisor* (``python -m scaler_jupyter supervise``) in a session of its own, so it
@@ -43,11 +49,15 @@ import signal
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import zmq
 
 from scaler_jupyter.errors import ClusterError
+
+if TYPE_CHECKING:
+    from scaler_jupyter.ssh_cluster import SSHSpec
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +174,11 @@ def _duration(seconds: float) -> str:
 
 
 def start_detached(n_workers: int, tags: tuple[str, ...] = (), keys: str | os.PathLike | None = None,
-                   timeout: float = 60.0) -> dict:
-    """Start a local cluster that outlives this process; return its record once its workers have joined."""
+                   timeout: float = 60.0, ssh: SSHSpec | None = None) -> dict:
+    """Start a local cluster that outlives this process; return its record once its workers have joined.
+
+    With ``ssh``, an :class:`~scaler_jupyter.SSHCluster` on those hosts instead, with ``n_workers``
+    workers per worker host (it makes its own keys: ``keys`` is for local clusters)."""
     from scaler_jupyter.cluster import read_ready
     from scaler_jupyter.processes import spawn_detached, stop
 
@@ -177,6 +190,8 @@ def start_detached(n_workers: int, tags: tuple[str, ...] = (), keys: str | os.Pa
         args += ["--tags", ",".join(tags)]
     if keys is not None:
         args += ["--keys", str(keys)]
+    if ssh is not None:
+        args += ssh.arguments()
     log = clusters_dir() / f"{cluster_id}.log"
     supervisor = spawn_detached(args, log, pass_fds=(ready_w,))
     os.close(ready_w)
@@ -229,7 +244,9 @@ def stop(cluster_id: str, timeout: float = 30.0) -> dict:
     if record.get("control_address"):
         try:
             _request(record, {"stop": True}, min(timeout, 10.0))
-        except ClusterError:  # a supervisor too busy to answer still obeys SIGTERM
+        except ClusterError:  # a supervisor too busy to answer still obeys SIGTERM (an SSH cluster's owner
+            if not record.get("detached"):  # may be a kernel: that one is not ended for its cluster)
+                raise
             with contextlib.suppress(ProcessLookupError):
                 os.kill(record["owner_pid"], signal.SIGTERM)
     else:
@@ -242,7 +259,7 @@ def stop(cluster_id: str, timeout: float = 30.0) -> dict:
             os.kill(record["dashboard_pid"], signal.SIGTERM)  # its owner may not notice the scheduler's end
     deadline = time.monotonic() + timeout
     pids = [*record["pids"], *filter(None, [record.get("dashboard_pid")])]
-    if record.get("control_address"):
+    if record.get("detached"):
         pids.append(record["owner_pid"])
     while any(_alive(pid, record["started"]) for pid in pids):
         if time.monotonic() > deadline:
@@ -254,7 +271,7 @@ def stop(cluster_id: str, timeout: float = 30.0) -> dict:
 
 
 def supervise(cluster_id: str, n_workers: int, tags: tuple[str, ...], ready_fd: int, keys: str | None = None,
-              timeout: float = 60.0) -> None:
+              timeout: float = 60.0, ssh: SSHSpec | None = None) -> None:
     """Run a detached cluster until asked to stop (``scaler-jupyter supervise``, started by :func:`start_detached`)."""
     from scaler_jupyter.cluster import LocalCluster
 
@@ -269,8 +286,12 @@ def supervise(cluster_id: str, n_workers: int, tags: tuple[str, ...], ready_fd: 
     port = control.bind_to_random_port("tcp://127.0.0.1")
     cluster = None
     try:
-        cluster = LocalCluster(n_workers, tags=tags, keys=keys, timeout=timeout, cluster_id=cluster_id,
-                               control_address=f"tcp://127.0.0.1:{port}", dashboard=True)
+        if ssh is None:
+            cluster = LocalCluster(n_workers, tags=tags, keys=keys, timeout=timeout, cluster_id=cluster_id,
+                                   control_address=f"tcp://127.0.0.1:{port}", dashboard=True)
+        else:
+            cluster = ssh.cluster(n_workers, tags=tags, timeout=timeout, cluster_id=cluster_id,
+                                  control_address=f"tcp://127.0.0.1:{port}")
         os.write(ready_fd, json.dumps(cluster.record()).encode() + b"\n")
         os.close(ready_fd)
         while cluster.running():
@@ -283,7 +304,7 @@ def supervise(cluster_id: str, n_workers: int, tags: tuple[str, ...], ready_fd: 
             try:
                 cluster.scale(int(request["scale"]))
                 control.send_json(cluster.record())
-            except (KeyError, TypeError, ValueError, TimeoutError, RuntimeError) as exc:
+            except (KeyError, TypeError, ValueError, TimeoutError, RuntimeError, ClusterError) as exc:
                 control.send_json({"error": str(exc)})
     except KeyboardInterrupt:
         pass

@@ -95,6 +95,28 @@ class Host:
         return f"{self.username + '@' if self.username else ''}{host}{f':{self.port}' if self.port else ''}"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class SSHSpec:
+    """Where and how to start an SSHCluster, as ``scaler-jupyter start --ssh`` and ``%scaler start --ssh`` say it.
+
+    ``ssh_config`` is an OpenSSH client configuration file (``Host`` blocks with ``User``,
+    ``Port``, ``IdentityFile``, ``UserKnownHostsFile``, ...), read besides ``~/.ssh/config``."""
+
+    hosts: tuple[str, ...]
+    python: str | None = None
+    ssh_config: str | None = None
+
+    def arguments(self) -> list[str]:
+        """The same, as command-line arguments (``supervise`` takes them)."""
+        return ["--ssh", ",".join(self.hosts), *(("--python", self.python) if self.python else ()),
+                *(("--ssh-config", self.ssh_config) if self.ssh_config else ())]
+
+    def cluster(self, workers_per_host: int, **kwargs) -> SSHCluster:
+        """Start the cluster (``kwargs`` go to :class:`SSHCluster`)."""
+        options = {"config": [self.ssh_config]} if self.ssh_config else None
+        return SSHCluster(list(self.hosts), workers_per_host, python=self.python, ssh_options=options, **kwargs)
+
+
 @dataclasses.dataclass(eq=False)
 class RemoteProcess:
     """One engine process on a host, under its tether, and the SSH channel that ties it to this process."""

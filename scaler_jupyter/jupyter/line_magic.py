@@ -64,6 +64,15 @@ def _parser() -> _Parser:
                        help="keep the cluster running after the kernel ends (stop it with %%scaler stop or "
                             "`scaler-jupyter stop ID`)")
     start.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the cluster to start")
+    start.add_argument("--ssh", metavar="HOST1,HOST2,...", default=None,
+                       help="start it over SSH instead ([user@]host[:port] each): the scheduler on the first host, "
+                            "-n workers (default 1) on each host after it, with keys made and shipped")
+    start.add_argument("--python", default=None,
+                       help="with --ssh: the hosts' Python, where scaler_jupyter is installed (default: the kernel's "
+                            "path)")
+    start.add_argument("--ssh-config", metavar="FILE", default=None,
+                       help="with --ssh: an OpenSSH client config file (User, Port, IdentityFile, ...), read besides "
+                            "~/.ssh/config")
 
     connect = verbs.add_parser("connect", help="connect to a running cluster, by address or id",
                                description="Connect this kernel to the scheduler at ADDRESS (tcp://host:port) or "
@@ -106,8 +115,13 @@ def run(shell, line: str):
 def _start(args: argparse.Namespace) -> None:
     from scaler_jupyter.jupyter import session, widget
 
-    current = session.start(args.n if args.n is not None else os.cpu_count() or 1, args.tags, keep=args.keep,
-                            timeout=args.timeout)
+    ssh = None
+    if args.ssh:
+        from scaler_jupyter.ssh_cluster import SSHSpec
+
+        ssh = SSHSpec(tuple(_tags(args.ssh)), args.python, args.ssh_config)
+    n = args.n if args.n is not None else 1 if ssh else os.cpu_count() or 1
+    current = session.start(n, args.tags, keep=args.keep, timeout=args.timeout, ssh=ssh)
     display(widget.session_widget())
     if args.keep:
         print(f"cluster {current.cluster_id} outlives this kernel: `%scaler stop` or "

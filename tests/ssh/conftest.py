@@ -114,6 +114,18 @@ LogLevel ERROR
                 raise RuntimeError(f"sshd exited: {(self.folder / f'sshd_{host}_{port}.log').read_text()}")
         return server
 
+    def ssh_config(self, servers: list[Sshd]) -> Path:
+        """An OpenSSH client config for ``servers``: root, the authorized key, their host key (as `--ssh-config`)."""
+        known = self.folder / "known_hosts_all"
+        known.write_text("".join(server.known_hosts.read_text() for server in servers))
+        config = self.folder / "ssh_config"
+        config.write_text(f"""Host {' '.join(sorted({server.host for server in servers}))}
+  User root
+  IdentityFile {self.client_key}
+  UserKnownHostsFile {known}
+""")
+        return config
+
     def stop_all(self) -> None:
         for server in self.servers:
             server.stop()

@@ -82,7 +82,7 @@ def test_tasks_run_on_workers_of_each_host_with_the_keys_shipped_and_removed(ssh
         hosts_ran = {w["host"] for w in workers if w["pid"] in agents}
         assert hosts_ran == {sshd.destination, second_sshd.destination}
 
-        with pytest.raises((AuthenticationError, TimeoutError), match="requires? keys"):  # no keys, no entry
+        with pytest.raises((AuthenticationError, TimeoutError), match=r"requires? keys"):  # no keys, no entry
             Client(cluster.address, timeout=5)
         remote = remote_processes(sshd_factory)
         assert {scheduler["pid"], *(w["pid"] for w in workers)} <= {p.pid for p in remote}
