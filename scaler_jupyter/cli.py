@@ -152,7 +152,8 @@ def _ssh_spec(args: argparse.Namespace):
     return SSHSpec(tuple(h for h in args.ssh.split(",") if h), args.python, args.ssh_config)
 
 
-def _add_ssh_options(parser: argparse.ArgumentParser) -> None:
+def add_ssh_options(parser: argparse.ArgumentParser) -> None:
+    """``--ssh``, ``--python`` and ``--ssh-config``: of ``scaler-jupyter start`` and ``%scaler start``."""
     parser.add_argument("--ssh", metavar="HOST1,HOST2,...", default=None,
                         help="start it over SSH instead ([user@]host[:port] each): the scheduler on the first host, "
                              "-n workers on each host after it (with keys made and shipped; needs the `ssh` extra)")
@@ -287,7 +288,7 @@ def parser() -> argparse.ArgumentParser:
     start.add_argument("--timeout", type=_positive, default=60.0,
                        help="seconds to wait for the cluster to start (default %(default)s)")
     _add_keys_option(start)
-    _add_ssh_options(start)
+    add_ssh_options(start)
     start.set_defaults(run=_start)
 
     listing = commands.add_parser("list", help="the local clusters recorded on this machine", parents=[common])
@@ -307,7 +308,7 @@ def parser() -> argparse.ArgumentParser:
     supervise.add_argument("--ready-fd", type=int, required=True)
     supervise.add_argument("--timeout", type=float, default=60.0)
     _add_keys_option(supervise)
-    _add_ssh_options(supervise)
+    add_ssh_options(supervise)
     supervise.set_defaults(run=_supervise)
     return root
 

@@ -17,6 +17,7 @@ from IPython.core.error import UsageError
 from IPython.display import display
 
 from scaler_jupyter import clusters
+from scaler_jupyter.cli import add_ssh_options
 from scaler_jupyter.errors import ScalerJupyterError
 
 
@@ -64,15 +65,7 @@ def _parser() -> _Parser:
                        help="keep the cluster running after the kernel ends (stop it with %%scaler stop or "
                             "`scaler-jupyter stop ID`)")
     start.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the cluster to start")
-    start.add_argument("--ssh", metavar="HOST1,HOST2,...", default=None,
-                       help="start it over SSH instead ([user@]host[:port] each): the scheduler on the first host, "
-                            "-n workers (default 1) on each host after it, with keys made and shipped")
-    start.add_argument("--python", default=None,
-                       help="with --ssh: the hosts' Python, where scaler_jupyter is installed (default: the kernel's "
-                            "path)")
-    start.add_argument("--ssh-config", metavar="FILE", default=None,
-                       help="with --ssh: an OpenSSH client config file (User, Port, IdentityFile, ...), read besides "
-                            "~/.ssh/config")
+    add_ssh_options(start)
 
     connect = verbs.add_parser("connect", help="connect to a running cluster, by address or id",
                                description="Connect this kernel to the scheduler at ADDRESS (tcp://host:port) or "
