@@ -22,6 +22,7 @@ Needs root and /usr/sbin/sshd (``make test`` installs openssh-server). Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -120,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"skipped: {reason}", file=sys.stderr)
         return 0
-    import distributed  # noqa: F401  (its logging set-up first, then quieter)
-
+    with contextlib.suppress(ImportError):
+        import distributed  # noqa: F401  (its logging set-up first, then quieter)
     logging.getLogger("distributed").setLevel(logging.ERROR)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     factory = SshdFactory(Path(tempfile.mkdtemp(prefix="bench-ssh-")))
