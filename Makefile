@@ -66,6 +66,7 @@ bench: $(VENV)/.bench $(VENV)/.test  ## side-by-side measurements against the pe
 	$(PY) benchmarks/notebook_panels.py
 	$(PY) benchmarks/lab.py
 	$(PY) benchmarks/lab_server.py
+	$(PY) benchmarks/ssh.py
 
 pictures: $(VENV)/.test  ## the README's pictures, taken by the browser tests from a real run
 	SCALER_JUPYTER_PICTURES=docs/images $(PY) -m pytest -q tests/ui
