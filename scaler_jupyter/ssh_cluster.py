@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import zmq
@@ -290,10 +290,11 @@ class SSHCluster:
     def _keys_for(self, names: tuple[str, ...]) -> dict[str, str] | None:
         return None if self.keys is None else {name: (Path(self.keys) / name).read_text() for name in names}
 
-    async def _launch(self, host: Host, role: str, name: str, args: list[str], keys: dict | None,
-                      ready: bool = False, slot: int = 0) -> RemoteProcess:
-        """Start ``scaler-jupyter ARGS`` on ``host`` under a tether; return once it runs (and, with
-        ``ready``, once it listens)."""
+    async def _launch(self, host: Host, role: str, name: str, args: Callable[[], list[str]], keys: dict | None,
+                      ready: bool = False, slot: int = 0, after: asyncio.Future | None = None) -> RemoteProcess:
+        """Start ``scaler-jupyter ARGS()`` on ``host`` under a tether; return once it runs (and, with
+        ``ready``, once it listens). With ``after``, the tether (a Python start) starts at once, and is
+        told what to run once ``after`` is done: a worker's tether starts while its scheduler does."""
         import asyncssh
 
         connection = await self._connection(host)
@@ -304,7 +305,13 @@ class SSHCluster:
             raise SSHError(str(host), f"cannot start {command}: {exc}") from None
         process = RemoteProcess(host, role, name, channel, slot=slot)
         process.tasks.append(asyncio.ensure_future(self._relay_log(process)))
-        channel.stdin.write(json.dumps({"args": args, "keys": keys, "ready": ready,
+        try:
+            if after is not None:
+                await after
+        except BaseException:  # its scheduler did not start: the tether ends with its channel
+            channel.close()
+            raise
+        channel.stdin.write(json.dumps({"args": args(), "keys": keys, "ready": ready,
                                         "liveness": self.death_timeout}) + "\n")
         started = await self._read(process, "started")
         process.pid, process.tether_pid, process.keys = started["pid"], started["tether_pid"], started["keys"]
@@ -351,41 +358,68 @@ class SSHCluster:
         scheduler_host = self.hosts[0]
         peer = self._connections[scheduler_host][0][0].get_extra_info("peername")[0]
         bind = f"tcp://{f'[{peer}]' if ':' in peer else peer}:{self.scheduler_port}"
-        self._scheduler = await asyncio.wait_for(self._launch(
-            scheduler_host, "scheduler", "scheduler",
-            ["scheduler", bind, "--protected", "--log-level", self._level, *self._scheduler_args],
-            self._keys_for(_SCHEDULER_KEYS), ready=True), self.timeout)
+        # The workers' tethers start with the scheduler's; they learn its address once it listens.
+        listening = asyncio.get_running_loop().create_future()
+        workers = asyncio.ensure_future(self._launch_workers(
+            self._plan(workers_per_host * len(self.worker_hosts)), listening))
+        try:
+            self._scheduler = await asyncio.wait_for(self._launch(
+                scheduler_host, "scheduler", "scheduler",
+                lambda: ["scheduler", bind, "--protected", "--log-level", self._level, *self._scheduler_args],
+                self._keys_for(_SCHEDULER_KEYS), ready=True), self.timeout)
+        except BaseException:
+            workers.cancel()
+            await asyncio.gather(workers, return_exceptions=True)
+            raise
         self.address = self._scheduler.ready["address"]
         self.monitor_address = self._scheduler.ready["monitor_address"]
-        await self._scale(workers_per_host * len(self.worker_hosts))
+        listening.set_result(None)
+        await workers
+
+    def _plan(self, n: int) -> list[int]:
+        """The worker-host slots of ``n`` more workers: each to the least loaded slot, the first on ties."""
+        plan = []
+        load = collections.Counter(w.slot for w in self._workers)
+        for _ in range(n):
+            slot = min(range(len(self.worker_hosts)), key=lambda s: (load[s], s))
+            load[slot] += 1
+            plan.append(slot)
+        return plan
 
     async def _scale(self, n: int) -> None:
         removed = []
         while len(self._workers) > n:
             removed.append(self._workers.pop())
         await asyncio.gather(*(self._stop_process(p) for p in removed))
-        plan = []
-        load = collections.Counter(w.slot for w in self._workers)
-        for _ in range(n - len(self._workers)):
-            slot = min(range(len(self.worker_hosts)), key=lambda s: (load[s], s))
-            load[slot] += 1
-            plan.append(slot)
-        started = await asyncio.wait_for(
-            asyncio.gather(*(self._launch_worker(slot) for slot in plan), return_exceptions=True), self.timeout)
-        self._workers.extend(p for p in started if isinstance(p, RemoteProcess))
-        failed = [p for p in started if isinstance(p, BaseException)]
+        await self._launch_workers(self._plan(n - len(self._workers)))
+
+    async def _launch_workers(self, plan: list[int], after: asyncio.Future | None = None) -> None:
+        """Start a worker in each slot of ``plan``, all at once; raise the first failure, once every one
+        has started or failed (those started are the cluster's, and are stopped with it)."""
+        tasks = [asyncio.ensure_future(self._launch_worker(slot, after)) for slot in plan]
+        try:
+            _, late = await asyncio.wait(tasks, timeout=self.timeout) if tasks else (set(), set())
+        finally:  # also when cancelled: no launch outlives this call, and every outcome is collected
+            for task in tasks:
+                task.cancel()
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        self._workers.extend(p for p in outcomes if isinstance(p, RemoteProcess))
+        if late:
+            raise TimeoutError(f"{len(late)} workers did not start within {self.timeout:g}s")
+        failed = [p for p in outcomes if isinstance(p, BaseException)]
         if failed:
             raise failed[0]
 
-    async def _launch_worker(self, slot: int) -> RemoteProcess:
+    async def _launch_worker(self, slot: int, after: asyncio.Future | None = None) -> RemoteProcess:
         host = self.worker_hosts[slot]
         name = f"{host.host}-{next(self._names)}"
-        args = ["worker", self.address, "--processors", str(self.processors_per_worker), "--name", name,
-                "--death-timeout", str(self.death_timeout), "--log-level", self._level]
-        if self.tags:
-            args += ["--tags", ",".join(self.tags)]
-        return await self._launch(host, "worker", name, [*args, *self._worker_args], self._keys_for(_WORKER_KEYS),
-                                  slot=slot)
+
+        def args() -> list[str]:  # the scheduler's address is known by then
+            return ["worker", self.address, "--processors", str(self.processors_per_worker), "--name", name,
+                    "--death-timeout", str(self.death_timeout), "--log-level", self._level,
+                    *(("--tags", ",".join(self.tags)) if self.tags else ()), *self._worker_args]
+
+        return await self._launch(host, "worker", name, args, self._keys_for(_WORKER_KEYS), slot=slot, after=after)
 
     async def _stop_process(self, process: RemoteProcess) -> None:
         """Close its channel (its tether then stops it) and wait for the tether to end."""
