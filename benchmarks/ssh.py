@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
 
-from tests.ssh.conftest import SshdFactory, skip_reason  # after the path is set
+from tests.helpers import wait_gone  # after the path is set
+from tests.ssh.conftest import SshdFactory, skip_reason
 
 DEATH_TIMEOUT = 10.0
 KILLED_CALLER = """
@@ -95,9 +96,9 @@ def kill_trial(servers) -> float:
         caller.kill()
         killed = time.perf_counter()
         caller.wait(10)
-        _, alive = psutil.wait_procs(remote, timeout=DEATH_TIMEOUT * 3)
-        if alive:
-            raise RuntimeError(f"{len(alive)} processes alive {DEATH_TIMEOUT * 3:g}s after kill -9")
+        left = wait_gone(remote, DEATH_TIMEOUT * 3)
+        if left:
+            raise RuntimeError(f"{len(left)} processes alive {DEATH_TIMEOUT * 3:g}s after kill -9")
         return time.perf_counter() - killed
     finally:
         caller.kill()

@@ -72,9 +72,9 @@ def _write_keys(keys: dict[str, str]) -> str:
 
 
 def _stop_group(child: subprocess.Popen) -> None:
-    """SIGTERM the child's process group, then SIGKILL whatever is left of it after GRACE seconds."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(child.pid, signal.SIGTERM)
+    """SIGTERM the child (which stops its own children: a worker its processors), then SIGKILL whatever is
+    left of its process group after GRACE seconds."""
+    child.terminate()
     try:
         child.wait(GRACE)
     except subprocess.TimeoutExpired:
