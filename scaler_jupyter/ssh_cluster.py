@@ -201,7 +201,10 @@ class SSHCluster:
                  death_timeout: float = 10.0, timeout: float = 30.0, log_level: str | int | None = None,
                  scheduler_args: Sequence[str] = (), worker_args: Sequence[str] = (),
                  cluster_id: str | None = None, control_address: str | None = None) -> None:
-        import asyncssh  # noqa: F401  (the `ssh` extra: say so now, not from the loop's thread)
+        try:
+            import asyncssh  # noqa: F401  (the `ssh` extra: say so now, not from the loop's thread)
+        except ImportError:
+            raise ImportError("SSHCluster needs asyncssh: pip install 'scaler_jupyter[ssh]'") from None
 
         if isinstance(hosts, str):
             hosts = [h for h in hosts.split(",") if h]

@@ -38,6 +38,8 @@ def test_another_process_lists_and_stops_a_scripts_ssh_cluster(sshd, second_sshd
         assert listed["kind"] == "ssh" and listed["pids"] == [] and listed["n_workers"] == 1
         assert listed["hosts"] == [sshd.destination, second_sshd.destination] and not listed["detached"]
         assert listed["owner_pid"] == os.getpid()
+        scaled = clusters.scale(cluster.id, 2)  # what the JupyterLab sidebar does, through the owner
+        assert scaled["n_workers"] == cluster.n_workers == 2
         remote = remote_processes(sshd_factory)
         assert f"stopped cluster {cluster.id}" in cli("stop", cluster.id)
         assert not wait_gone(remote, 15), "remote processes outlived `scaler-jupyter stop`"
@@ -56,6 +58,9 @@ def test_scaler_jupyter_start_ssh_is_detached_and_stops_by_id(sshd, second_sshd,
     [record] = [r for r in clusters.list_clusters() if r["id"] == cluster_id]
     assert record["kind"] == "ssh" and record["detached"] and record["n_workers"] == 2
     supervisor = psutil.Process(record["owner_pid"])
+    assert clusters.scale(cluster_id, 3)["n_workers"] == 3
+    [record] = [r for r in clusters.list_clusters() if r["id"] == cluster_id]
+    assert sorted(p["host"] for p in record["processes"] if p["role"] == "worker") == [second_sshd.destination] * 3
     remote = remote_processes(sshd_factory)
     assert {p["pid"] for p in record["processes"]} <= {p.pid for p in remote}
     assert f"stopped cluster {cluster_id}" in cli("stop", cluster_id)
