@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 CHROMIUM := /usr/bin/chromium
+SSHD := /usr/sbin/sshd
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
@@ -16,7 +17,7 @@ $(VENV)/.base: pyproject.toml labextension/package.json labextension/yarn.lock
 	$(PIP) install --quiet -e .
 	touch $@
 
-$(VENV)/.test: $(VENV)/.base | $(CHROMIUM)
+$(VENV)/.test: $(VENV)/.base | $(CHROMIUM) $(SSHD)
 	$(PIP) install --quiet -e ".[test,dask]"
 	touch $@
 
@@ -28,6 +29,11 @@ $(VENV)/.lab: $(VENV)/.base
 $(CHROMIUM):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y chromium
+
+# The SSHCluster tests start their own sshd (Debian's openssh-server) on loopback; installed once, when missing.
+$(SSHD):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y openssh-server
 
 lab: $(VENV)/.lab  ## JupyterLab on notebooks/, with the Scaler sidebar
 	$(VENV)/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=notebooks
@@ -61,6 +67,7 @@ bench: $(VENV)/.bench $(VENV)/.test  ## side-by-side measurements against the pe
 	$(PY) benchmarks/notebook_panels.py
 	$(PY) benchmarks/lab.py
 	$(PY) benchmarks/lab_server.py
+	$(PY) benchmarks/ssh.py
 
 pictures: $(VENV)/.test  ## the README's pictures, taken by the browser tests from a real run
 	SCALER_JUPYTER_PICTURES=docs/images $(PY) -m pytest -q tests/ui

@@ -3,8 +3,9 @@
 from scaler_jupyter.client import Client, Future
 from scaler_jupyter.cluster import LocalCluster
 from scaler_jupyter.protocol.serialization import ObjectRef
+from scaler_jupyter.ssh_cluster import SSHCluster
 
-__all__ = ["Client", "Future", "LocalCluster", "ObjectRef", "current_client", "progress"]
+__all__ = ["Client", "Future", "LocalCluster", "ObjectRef", "SSHCluster", "current_client", "progress"]
 __version__ = "0.1.0"
 
 

@@ -110,10 +110,13 @@ def _keys(args: argparse.Namespace) -> None:
 def _start(args: argparse.Namespace) -> None:
     from scaler_jupyter import clusters
 
+    if args.n is None:
+        args.n = 1 if args.ssh else os.cpu_count() or 1
     record = clusters.start_detached(args.n, tuple(t for t in args.tags.split(",") if t), keys=args.keys,
-                                     timeout=args.timeout)
+                                     timeout=args.timeout, ssh=_ssh_spec(args))
     print(f"started cluster {record['id']} at {record['address']} with {record['n_workers']} workers "
-          f"(`scaler-jupyter stop {record['id']}` stops it)")
+          f"(`scaler-jupyter stop {record['id']}` stops it)"
+          + (f"; its keys: {record['keys']}" if record.get("kind") == "ssh" and record["keys"] else ""))
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -137,7 +140,29 @@ def _supervise(args: argparse.Namespace) -> None:
     from scaler_jupyter import clusters
 
     clusters.supervise(args.id, args.n, tuple(t for t in args.tags.split(",") if t), args.ready_fd, keys=args.keys,
-                       timeout=args.timeout)
+                       timeout=args.timeout, ssh=_ssh_spec(args))
+
+
+def _ssh_spec(args: argparse.Namespace):
+    """What ``--ssh``, ``--python`` and ``--ssh-config`` ask for; None for a local cluster."""
+    if not args.ssh:
+        return None
+    from scaler_jupyter.ssh_cluster import SSHSpec
+
+    return SSHSpec(tuple(h for h in args.ssh.split(",") if h), args.python, args.ssh_config)
+
+
+def add_ssh_options(parser: argparse.ArgumentParser) -> None:
+    """``--ssh``, ``--python`` and ``--ssh-config``: of ``scaler-jupyter start`` and ``%scaler start``."""
+    parser.add_argument("--ssh", metavar="HOST1,HOST2,...", default=None,
+                        help="start it over SSH instead ([user@]host[:port] each): the scheduler on the first host, "
+                             "-n workers on each host after it (with keys made and shipped; needs the `ssh` extra)")
+    parser.add_argument("--python", default=None,
+                        help="with --ssh: the hosts' Python, where scaler_jupyter is installed (default: this one's "
+                             "path)")
+    parser.add_argument("--ssh-config", metavar="FILE", default=None,
+                        help="with --ssh: an OpenSSH client config file (User, Port, IdentityFile, "
+                             "UserKnownHostsFile, ...), read besides ~/.ssh/config")
 
 
 def _positive(text: str) -> float:
@@ -254,14 +279,16 @@ def parser() -> argparse.ArgumentParser:
 
     start = commands.add_parser("start", help="start a detached local cluster, recorded in a cluster file",
                                 parents=[common],
-                                description="Starts a scheduler and N workers on 127.0.0.1 that keep running after "
-                                            "this command returns, until `scaler-jupyter stop ID`. Prints the "
-                                            "cluster's id and address.")
-    start.add_argument("-n", type=int, default=os.cpu_count() or 1, help="how many workers (default: one per core)")
+                                description="Starts a scheduler and N workers on 127.0.0.1 (or, with --ssh, on SSH "
+                                            "hosts) that keep running after this command returns, until "
+                                            "`scaler-jupyter stop ID`. Prints the cluster's id and address.")
+    start.add_argument("-n", type=int, default=None,
+                       help="how many workers (default: one per core); with --ssh, per worker host (default 1)")
     start.add_argument("--tags", default="", help="comma-separated tags the workers offer, e.g. gpu,highmem")
     start.add_argument("--timeout", type=_positive, default=60.0,
                        help="seconds to wait for the cluster to start (default %(default)s)")
     _add_keys_option(start)
+    add_ssh_options(start)
     start.set_defaults(run=_start)
 
     listing = commands.add_parser("list", help="the local clusters recorded on this machine", parents=[common])
@@ -281,6 +308,7 @@ def parser() -> argparse.ArgumentParser:
     supervise.add_argument("--ready-fd", type=int, required=True)
     supervise.add_argument("--timeout", type=float, default=60.0)
     _add_keys_option(supervise)
+    add_ssh_options(supervise)
     supervise.set_defaults(run=_supervise)
     return root
 

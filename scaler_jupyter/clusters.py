@@ -20,7 +20,13 @@ A cluster file holds one JSON object:
 - ``started`` (float): seconds since the Unix epoch.
 - ``keys`` (str or None): the keys directory the cluster requires.
 - ``control_address`` (str or None): where the owner takes requests from other processes (set for
-  detached clusters only); ``detached`` (bool): the cluster outlives whoever asked for it.
+  detached clusters and SSH clusters); ``detached`` (bool): the cluster outlives whoever asked for it.
+- ``kind`` (str, absent for local clusters): ``"ssh"`` for an :class:`~scaler_jupyter.SSHCluster`,
+  whose ``pids`` is empty (its processes run on other hosts: ``hosts`` lists them as given, and
+  ``processes`` each remote process's host, role, name, pid and tether's pid). Its owner holds
+  them (they end when it does), so it is live while its owner is, and another process stops it
+  by a request to its ``control_address``: its scheduler is ``--protected``, and signalling the
+  owner would end a kernel with it.
 
 Detached clusters. :func:`start_detached` (``scaler-jupyter start``, ``%scaler start --keep``)
 starts a *supervisor* (``python -m scaler_jupyter supervise``) in a session of its own, so it
@@ -38,15 +44,20 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import zmq
 
 from scaler_jupyter.errors import ClusterError
+
+if TYPE_CHECKING:
+    from scaler_jupyter.ssh_cluster import SSHSpec
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +93,10 @@ def write(record: dict) -> None:
 
 
 def remove(cluster_id: str, log: bool = True) -> None:
-    """Delete a cluster's file (and, with ``log``, its supervisor's log); nothing if there is none."""
+    """Delete a cluster's file (and, with ``log``, its supervisor's log) and the keys an SSH cluster made
+    for itself; nothing if there is none."""
     folder = clusters_dir()
+    shutil.rmtree(folder / f"{cluster_id}.keys", ignore_errors=True)
     for name in (f"{cluster_id}.json", f"{cluster_id}.log")[:2 if log else 1]:
         with contextlib.suppress(FileNotFoundError):
             (folder / name).unlink()
@@ -106,7 +119,9 @@ def list_clusters() -> list[dict]:
             record = json.loads(path.read_text())
         except (OSError, ValueError):  # removed meanwhile, or not ours
             continue
-        if _alive(record["owner_pid"], record["started"]) and _alive(record["pids"][0], record["started"]):
+        # an SSH cluster's processes run on other hosts: its owner here holds them (see ssh_cluster)
+        if _alive(record["owner_pid"], record["started"]) and (record.get("kind") == "ssh"
+                                                               or _alive(record["pids"][0], record["started"])):
             found.append(record)
         else:
             logger.info("cluster %s is gone (its processes exited): removing its file", record["id"])
@@ -159,8 +174,11 @@ def _duration(seconds: float) -> str:
 
 
 def start_detached(n_workers: int, tags: tuple[str, ...] = (), keys: str | os.PathLike | None = None,
-                   timeout: float = 60.0) -> dict:
-    """Start a local cluster that outlives this process; return its record once its workers have joined."""
+                   timeout: float = 60.0, ssh: SSHSpec | None = None) -> dict:
+    """Start a local cluster that outlives this process; return its record once its workers have joined.
+
+    With ``ssh``, an :class:`~scaler_jupyter.SSHCluster` on those hosts instead, with ``n_workers``
+    workers per worker host (it makes its own keys: ``keys`` is for local clusters)."""
     from scaler_jupyter.cluster import read_ready
     from scaler_jupyter.processes import spawn_detached, stop
 
@@ -172,6 +190,8 @@ def start_detached(n_workers: int, tags: tuple[str, ...] = (), keys: str | os.Pa
         args += ["--tags", ",".join(tags)]
     if keys is not None:
         args += ["--keys", str(keys)]
+    if ssh is not None:
+        args += ssh.arguments()
     log = clusters_dir() / f"{cluster_id}.log"
     supervisor = spawn_detached(args, log, pass_fds=(ready_w,))
     os.close(ready_w)
@@ -224,7 +244,9 @@ def stop(cluster_id: str, timeout: float = 30.0) -> dict:
     if record.get("control_address"):
         try:
             _request(record, {"stop": True}, min(timeout, 10.0))
-        except ClusterError:  # a supervisor too busy to answer still obeys SIGTERM
+        except ClusterError:  # a supervisor too busy to answer still obeys SIGTERM (an SSH cluster's owner
+            if not record.get("detached"):  # may be a kernel: that one is not ended for its cluster)
+                raise
             with contextlib.suppress(ProcessLookupError):
                 os.kill(record["owner_pid"], signal.SIGTERM)
     else:
@@ -237,7 +259,7 @@ def stop(cluster_id: str, timeout: float = 30.0) -> dict:
             os.kill(record["dashboard_pid"], signal.SIGTERM)  # its owner may not notice the scheduler's end
     deadline = time.monotonic() + timeout
     pids = [*record["pids"], *filter(None, [record.get("dashboard_pid")])]
-    if record.get("control_address"):
+    if record.get("detached"):
         pids.append(record["owner_pid"])
     while any(_alive(pid, record["started"]) for pid in pids):
         if time.monotonic() > deadline:
@@ -249,7 +271,7 @@ def stop(cluster_id: str, timeout: float = 30.0) -> dict:
 
 
 def supervise(cluster_id: str, n_workers: int, tags: tuple[str, ...], ready_fd: int, keys: str | None = None,
-              timeout: float = 60.0) -> None:
+              timeout: float = 60.0, ssh: SSHSpec | None = None) -> None:
     """Run a detached cluster until asked to stop (``scaler-jupyter supervise``, started by :func:`start_detached`)."""
     from scaler_jupyter.cluster import LocalCluster
 
@@ -264,8 +286,12 @@ def supervise(cluster_id: str, n_workers: int, tags: tuple[str, ...], ready_fd: 
     port = control.bind_to_random_port("tcp://127.0.0.1")
     cluster = None
     try:
-        cluster = LocalCluster(n_workers, tags=tags, keys=keys, timeout=timeout, cluster_id=cluster_id,
-                               control_address=f"tcp://127.0.0.1:{port}", dashboard=True)
+        if ssh is None:
+            cluster = LocalCluster(n_workers, tags=tags, keys=keys, timeout=timeout, cluster_id=cluster_id,
+                                   control_address=f"tcp://127.0.0.1:{port}", dashboard=True)
+        else:
+            cluster = ssh.cluster(n_workers, tags=tags, timeout=timeout, cluster_id=cluster_id,
+                                  control_address=f"tcp://127.0.0.1:{port}")
         os.write(ready_fd, json.dumps(cluster.record()).encode() + b"\n")
         os.close(ready_fd)
         while cluster.running():
@@ -278,7 +304,7 @@ def supervise(cluster_id: str, n_workers: int, tags: tuple[str, ...], ready_fd: 
             try:
                 cluster.scale(int(request["scale"]))
                 control.send_json(cluster.record())
-            except (KeyError, TypeError, ValueError, TimeoutError, RuntimeError) as exc:
+            except (KeyError, TypeError, ValueError, TimeoutError, RuntimeError, ClusterError) as exc:
                 control.send_json({"error": str(exc)})
     except KeyboardInterrupt:
         pass

@@ -73,3 +73,13 @@ class NoWorkerWarning(UserWarning):
 class ClusterError(ScalerJupyterError):
     """No live cluster has the given id, or a recorded cluster cannot do what was asked (e.g. scale one that
     another process owns)."""
+
+
+class SSHError(ClusterError):
+    """An :class:`~scaler_jupyter.SSHCluster` host could not be reached, refused authentication, or could not
+    start its process; ``host`` names it, and the message says why."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(f"{host}: {reason}")
+        self.host = host
+        self.reason = reason

@@ -8,13 +8,13 @@ from scaler_jupyter import task_origin
 def load_ipython_extension(ipython) -> None:
     """Called by ``%load_ext scaler_jupyter``: the magics, and the cluster widget as the display of
     ``Client`` and ``LocalCluster``."""
-    from scaler_jupyter import Client, LocalCluster
+    from scaler_jupyter import Client, LocalCluster, SSHCluster
     from scaler_jupyter.jupyter.magics import ScalerMagics
     from scaler_jupyter.jupyter.widget import mimebundle
 
     ipython.register_magics(ScalerMagics)
     formatter = ipython.display_formatter.mimebundle_formatter
-    for cls in (Client, LocalCluster):
+    for cls in (Client, LocalCluster, SSHCluster):
         formatter.for_type(cls, mimebundle)
     ipython.events.register("pre_run_cell", _record_cell)
 
@@ -24,10 +24,10 @@ def unload_ipython_extension(ipython) -> None:
     magics = ipython.magics_manager.magics
     magics["line"].pop("scaler", None)
     magics["cell"].pop("scaler", None)
-    from scaler_jupyter import Client, LocalCluster
+    from scaler_jupyter import Client, LocalCluster, SSHCluster
 
     formatter = ipython.display_formatter.mimebundle_formatter
-    for cls in (Client, LocalCluster):
+    for cls in (Client, LocalCluster, SSHCluster):
         formatter.pop(cls, None)
     ipython.events.unregister("pre_run_cell", _record_cell)
     task_origin.current = None

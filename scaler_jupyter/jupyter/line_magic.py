@@ -17,6 +17,7 @@ from IPython.core.error import UsageError
 from IPython.display import display
 
 from scaler_jupyter import clusters
+from scaler_jupyter.cli import add_ssh_options
 from scaler_jupyter.errors import ScalerJupyterError
 
 
@@ -64,6 +65,7 @@ def _parser() -> _Parser:
                        help="keep the cluster running after the kernel ends (stop it with %%scaler stop or "
                             "`scaler-jupyter stop ID`)")
     start.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the cluster to start")
+    add_ssh_options(start)
 
     connect = verbs.add_parser("connect", help="connect to a running cluster, by address or id",
                                description="Connect this kernel to the scheduler at ADDRESS (tcp://host:port) or "
@@ -106,8 +108,13 @@ def run(shell, line: str):
 def _start(args: argparse.Namespace) -> None:
     from scaler_jupyter.jupyter import session, widget
 
-    current = session.start(args.n if args.n is not None else os.cpu_count() or 1, args.tags, keep=args.keep,
-                            timeout=args.timeout)
+    ssh = None
+    if args.ssh:
+        from scaler_jupyter.ssh_cluster import SSHSpec
+
+        ssh = SSHSpec(tuple(_tags(args.ssh)), args.python, args.ssh_config)
+    n = args.n if args.n is not None else 1 if ssh else os.cpu_count() or 1
+    current = session.start(n, args.tags, keep=args.keep, timeout=args.timeout, ssh=ssh)
     display(widget.session_widget())
     if args.keep:
         print(f"cluster {current.cluster_id} outlives this kernel: `%scaler stop` or "

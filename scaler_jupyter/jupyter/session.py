@@ -2,8 +2,9 @@
 
 A kernel holds at most one session at a time. Its cluster is one of three kinds:
 
-- *own*: ``%scaler start`` ran a :class:`~scaler_jupyter.LocalCluster` in this kernel; its
-  processes die with the kernel (and its cluster file goes with them);
+- *own*: ``%scaler start`` ran a :class:`~scaler_jupyter.LocalCluster` (or, with ``--ssh``, an
+  :class:`~scaler_jupyter.SSHCluster`) in this kernel; its processes die with the kernel (and its
+  cluster file goes with them);
 - *kept*: ``%scaler start --keep`` asked for a detached cluster (see :mod:`scaler_jupyter.clusters`),
   which outlives the kernel until ``%scaler stop`` or ``scaler-jupyter stop ID``;
 - *connected*: ``%scaler connect`` joined a cluster started elsewhere; ``%scaler stop`` only
@@ -23,6 +24,7 @@ from scaler_jupyter import clusters
 from scaler_jupyter.client import Client
 from scaler_jupyter.cluster import LocalCluster
 from scaler_jupyter.errors import ClusterError
+from scaler_jupyter.ssh_cluster import SSHCluster, SSHSpec
 
 NO_CLUSTER = "no cluster: run %scaler start or %scaler connect ADDRESS"
 
@@ -39,7 +41,7 @@ class Session:
 
     client: Client
     kind: Kind
-    cluster: LocalCluster | None = None  # for OWN
+    cluster: LocalCluster | SSHCluster | None = None  # for OWN
     cluster_id: str | None = None  # for OWN and KEPT, and CONNECTED to a recorded cluster
     keys: str | None = None
 
@@ -90,18 +92,24 @@ def _check_free() -> None:
 
 
 def start(n_workers: int, tags: tuple[str, ...] = (), keep: bool = False, keys: str | None = None,
-          timeout: float = 60.0) -> Session:
-    """Start a local cluster for this kernel (detached with ``keep``) and connect to it."""
+          timeout: float = 60.0, ssh: SSHSpec | None = None) -> Session:
+    """Start a local cluster for this kernel (detached with ``keep``) and connect to it; with ``ssh``, an
+    :class:`~scaler_jupyter.SSHCluster` with ``n_workers`` workers per worker host (and its own keys)."""
     global _session
     _check_free()
     if keep:
-        record = clusters.start_detached(n_workers, tags, keys=keys, timeout=timeout)
+        record = clusters.start_detached(n_workers, tags, keys=keys, timeout=timeout, ssh=ssh)
+        keys = record["keys"]
         _session = Session(Client(record["address"], timeout=timeout, keys=keys), Kind.KEPT,
                            cluster_id=record["id"], keys=keys)
         return _session
     quiet = ("--log-level", "WARNING")  # the processes' INFO lines would land in whatever cell runs
-    cluster = LocalCluster(n_workers, tags=tags, keys=keys, timeout=timeout, scheduler_args=quiet, worker_args=quiet,
-                           dashboard=True)  # watched from Lab tabs and browsers
+    if ssh is not None:
+        cluster = ssh.cluster(n_workers, tags=tags, timeout=timeout)
+        keys = cluster.keys
+    else:
+        cluster = LocalCluster(n_workers, tags=tags, keys=keys, timeout=timeout, scheduler_args=quiet,
+                               worker_args=quiet, dashboard=True)  # watched from Lab tabs and browsers
     try:
         client = Client(cluster.address, timeout=timeout, keys=keys)
     except BaseException:

@@ -240,17 +240,18 @@ _shown: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def for_object(obj) -> ClusterWidget:
-    """The widget that displays a ``Client`` or a ``LocalCluster``, made once per object."""
+    """The widget that displays a ``Client``, a ``LocalCluster`` or an ``SSHCluster``, made once per object."""
     from scaler_jupyter.client import Client
     from scaler_jupyter.cluster import LocalCluster
     from scaler_jupyter.jupyter import session
+    from scaler_jupyter.ssh_cluster import SSHCluster
 
     widget = _shown.get(obj)
     if widget is not None and widget._subscription is not None:
         return widget
     ref = weakref.ref(obj)  # the widget's controls must not keep the object alive
-    if isinstance(obj, LocalCluster):
-        widget = ClusterWidget(obj.address, obj.keys, f"LocalCluster {obj.id}",
+    if isinstance(obj, (LocalCluster, SSHCluster)):
+        widget = ClusterWidget(obj.address, obj.keys, f"{type(obj).__name__} {obj.id}",
                                scale=lambda n: ref().scale(n, wait=False), stop=lambda: ref().close())
     else:
         assert isinstance(obj, Client)
