@@ -49,7 +49,7 @@ from bokeh.resources import Resources
 from jupyter_bokeh import BokehModel
 
 from scaler_jupyter import panel_plots
-from scaler_jupyter.jupyter.graph_details import with_node_details
+from scaler_jupyter.jupyter import graph_details
 from scaler_jupyter.panel_plots import (  # the pure functions, here where notebook users look for them
     INTERVAL,
     TASK_COLUMNS,
@@ -305,8 +305,9 @@ def graph(graph_or_run: Any, client: Any, *, explode: bool = False, keys: Any = 
         found = graph_entry(g, snapshot)
         if found is not None:
             drawing.update_states(source, g, found[1])
+            graph_details.update_run_details(source, g, found[0])
 
-    return LivePanel("graph", with_node_details(plot, g.explode_subgraphs() if explode else g), source,
+    return LivePanel("graph", graph_details.with_node_details(plot, g.explode_subgraphs() if explode else g), source,
                      _feed(client, keys), apply)
 
 

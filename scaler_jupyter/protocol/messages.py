@@ -23,7 +23,7 @@ import msgpack
 
 from scaler_jupyter.errors import ProtocolError
 
-PROTOCOL_VERSION = 2  # 2: TaskSpec.environment
+PROTOCOL_VERSION = 3  # 2: TaskSpec.environment; 3: TaskSpec.summarize
 TASK_ID_BITS = 40  # a client's task ids are its number << TASK_ID_BITS plus a counter: unique, and its own
 INLINE_LIMIT = 64 * 1024
 
@@ -117,6 +117,9 @@ class TaskSpec:
     environment: list[bytes] = dataclasses.field(default_factory=list)
     origin: str | None = None  # what submitted it, e.g. the notebook cell "In [5]: x = f(3)" (task_origin.py)
     name: str = ""  # what the task runs (the function's qualified name), for the monitor's task stream
+    # set by the scheduler on the tasks of a small graph: the result's short repr comes back in
+    # TaskResult.message, so a DAG panel can show what each node made (scheduler/graphs.py)
+    summarize: bool = False
 
 
 def needed_objects(spec: TaskSpec) -> list[bytes]:
@@ -161,7 +164,7 @@ class TaskResult:
     task_id: int
     status: int
     payload: Payload | None
-    message: str
+    message: str  # why it failed; for a task with ``summarize``, a short repr of its result
     profile: list[float]  # [wall seconds, cpu seconds, peak rss bytes], or empty
 
 

@@ -3,7 +3,10 @@
 A graph's tasks are ordinary tasks of the scheduler (see ``state.py``) that start
 ``WAITING``: a task joins the pending queue when the last task it depends on is
 done. This module holds only what graphs add: dependents, counts of unfinished
-dependencies, and how each finished task ended, for the monitor feed.
+dependencies, and how each finished task ended, for the monitor feed; for a graph
+small enough to draw (``DETAILS_REPORTED`` tasks), also how long each task ran and a
+short repr of what it returned, which its tasks are asked to send (``TaskSpec.summarize``)
+so a DAG panel shows them when a node is clicked.
 
 A graph arrives whole and in dependency order, so a task can only depend on tasks
 sent before it: a cycle, or a dependency on another client's task, cannot be
@@ -34,12 +37,19 @@ class Graph:
     outputs: list[bool]
     started: float  # when it was submitted, on the scheduler's (monotonic) clock
     ended: dict[int, NodeState] = dataclasses.field(default_factory=dict)  # node number -> DONE, FAILED, CANCELLED
+    # node number -> (wall seconds, short repr of the result), for graphs of up to DETAILS_REPORTED tasks
+    details: dict[int, tuple[float, str]] = dataclasses.field(default_factory=dict)
     state: GraphState = GraphState.RUNNING
     final: dict | None = None  # once ended: its monitor entry, all that is kept of it
 
     @property
     def remaining(self) -> int:
         return len(self.task_ids) - len(self.ended)
+
+    def record(self, task_id: int, profile: list[float], summary: str) -> None:
+        """A task ended well: keep how long it ran and what it returned, if this graph reports them."""
+        if len(self.task_ids) <= DETAILS_REPORTED:
+            self.details[self.index[task_id]] = (profile[0] if profile else 0.0, summary)
 
     def release(self, task_id: int) -> list[int]:
         """The task ended well: return the tasks it was the last dependency of."""
@@ -75,6 +85,9 @@ def check(msg: SubmitGraph, client_number: int, known: dict) -> str | None:
 def build(msg: SubmitGraph, client: bytes, client_number: int, now: float) -> Graph:
     """The bookkeeping of a graph that passed :func:`check`, submitted at ``now``."""
     index = {node.task_id: i for i, node in enumerate(msg.nodes)}
+    if len(msg.tasks) <= DETAILS_REPORTED:
+        for spec in msg.tasks:
+            spec.summarize = True
     dependents: list[list[int]] = [[] for _ in msg.nodes]
     for node in msg.nodes:
         for dependency in set(node.dependencies):
@@ -86,6 +99,7 @@ def build(msg: SubmitGraph, client: bytes, client_number: int, now: float) -> Gr
 
 FINISHED_KEPT = 8  # finished graphs the monitor feed still shows, so a DAG panel sees how each ended
 TASKS_REPORTED = 20_000  # larger graphs report their counts, not each task
+DETAILS_REPORTED = 1_000  # larger graphs report no durations or results: too many nodes to click
 
 
 def finish(graph: Graph, how: GraphState) -> None:
@@ -93,7 +107,7 @@ def finish(graph: Graph, how: GraphState) -> None:
     graphs the feed still shows cost their entries only."""
     graph.state = how
     graph.final = describe(graph, _ended_already)
-    graph.index, graph.task_ids, graph.keys, graph.ended = {}, [], [], {}
+    graph.index, graph.task_ids, graph.keys, graph.ended, graph.details = {}, [], [], {}, {}
     graph.dependents, graph.waiting, graph.outputs = [], [], []
 
 
@@ -125,4 +139,7 @@ def describe(graph: Graph, live_state) -> dict:
     }
     if tasks is not None:
         entry["tasks"] = tasks
+    if graph.details:
+        entry["durations"] = {graph.keys[node]: seconds for node, (seconds, _) in graph.details.items()}
+        entry["results"] = {graph.keys[node]: summary for node, (_, summary) in graph.details.items()}
     return entry

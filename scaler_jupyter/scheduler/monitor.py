@@ -65,6 +65,9 @@ busy on two cores reads 200).
       ``failed``, ``cancelled`` (dropped when the graph failed or was cancelled).
     - ``tasks`` (dict): key (as text) -> state, the same states; omitted for graphs of more than
       ``graphs.TASKS_REPORTED`` tasks.
+    - ``durations`` (dict): key -> seconds its task ran in the worker, and ``results`` (dict): key -> a short
+      repr of what it returned (at most 120 characters), for the tasks that ended well; only for graphs of up
+      to ``graphs.DETAILS_REPORTED`` tasks, and absent until one ended.
 - ``recent_tasks`` (list), for task-stream panels: the last ``state.RECENT_TASKS`` tasks workers
   finished (retried crashes not counted), oldest first. Each a dict:
     - ``id`` (int): the task's id, unique per scheduler; ``worker`` (int): the ``id`` of the worker that ran it.

@@ -510,6 +510,7 @@ class SchedulerState:
             self._end_graph(graph, GraphState.CANCELLED if cancelled else GraphState.FAILED)
             return True  # the client learns why its graph failed
         graph.ended[node] = NodeState.DONE
+        graph.record(task_id, result.profile, result.message)
         waiting = [self.tasks[d] for d in graph.dependents[node] if d in self.tasks]
         if waiting:
             self.objects.put_result(result_object_id(task_id), result.payload, len(waiting))

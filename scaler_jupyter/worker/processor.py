@@ -18,6 +18,7 @@ import importlib
 import io
 import logging
 import os
+import reprlib
 import resource
 import signal
 import socket
@@ -261,7 +262,8 @@ class Processor:
         profile = [time.perf_counter() - started, time.process_time() - cpu_started, self._peak.peak()]
         if status == Status.OK:
             try:
-                return TaskResult(spec.task_id, status, serialization.dumps(value, serializer), "", profile)
+                summary = short_repr(value) if spec.summarize else ""
+                return TaskResult(spec.task_id, status, serialization.dumps(value, serializer), summary, profile)
             except Exception as exc:
                 message = f"the task's result could not be serialized: {type(exc).__name__}: {exc}"
                 return TaskResult(spec.task_id, Status.SERIALIZATION, None, message, profile)
@@ -294,6 +296,22 @@ def _missing_module(exc: BaseException) -> ModuleNotFoundError | None:
         f"install it there; workers on the caller's host also find what is on the caller's sys.path", name=name)
     error.__traceback__ = exc.__traceback__
     return error
+
+
+_SHORT = reprlib.Repr()  # Python 3.11's Repr takes no arguments
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 2, 80, 80
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxset = 6
+_SHORT.maxdict = 4
+SUMMARY_LIMIT = 120  # characters of a result's repr sent back for a DAG panel
+
+
+def short_repr(value) -> str:
+    """A result's repr, cut short, for a graph drawing's node details; never raises (it is only a view)."""
+    try:
+        text = _SHORT.repr(value)
+    except Exception as exc:  # a user's __repr__ may fail: say so rather than fail the task
+        return f"<{type(value).__name__}: repr failed: {type(exc).__name__}>"
+    return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 3] + "..."
 
 
 def _exception_payload(exc: BaseException) -> Payload:

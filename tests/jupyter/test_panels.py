@@ -133,6 +133,12 @@ def test_the_graph_panel_colours_a_running_graph(cluster):
     assert wait_until(lambda: set(filter(None, states())) == {"done"}, 30, "every node shown done")
     assert value(cluster, "run[0].result(timeout=10) if isinstance(run, (list, tuple)) else "
                           "run.result(timeout=10)") == 14
+    # a click on a node of the finished run shows how long it ran and what it returned
+    results = lambda: value(cluster, "sorted(filter(None, dag.source.data['result']))")  # noqa: E731
+    # double(3), 3 + 1, double(4), their sum, and the output that sum is
+    assert wait_until(lambda: results() == ["14", "14", "4", "6", "8"], 30, "each node's result in the details")
+    durations = value(cluster, "[d for d, k in zip(dag.source.data['duration'], dag.source.data['kind']) if d]")
+    assert len(durations) == 5 and all(d.endswith(" ms") or d.endswith(" s") for d in durations)
 
 
 def test_closing_a_panel_stops_its_updates_and_its_feed(cluster):

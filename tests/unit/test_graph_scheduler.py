@@ -19,6 +19,7 @@ from scaler_jupyter.protocol import (
 from scaler_jupyter.protocol.feed import encode_snapshot
 from scaler_jupyter.protocol.graph_states import GraphState, NodeState
 from scaler_jupyter.protocol.messages import ObjectSpec, Status
+from scaler_jupyter.scheduler import graphs
 from tests.unit.scheduler_harness import (
     CLIENT,
     FUNCTION,
@@ -236,3 +237,31 @@ def test_a_finished_graph_keeps_only_its_monitor_entry():
     [entry] = s.snapshot()["graphs"]
     assert entry["state"] == "done" and entry["total"] == 4 and entry["counts"]["done"] == 4
     assert len(entry["tasks"]) == 4
+
+
+def test_a_small_graph_reports_each_task_s_run_time_and_result_and_asks_its_tasks_for_them():
+    s = setup()
+    out = diamond(s)
+    [assign] = [m for p, m in out if p == W1 and hasattr(m, "tasks")]
+    assert all(task.summarize for task in assign.tasks)  # the worker is asked for a short repr
+    assert "durations" not in s.snapshot()["graphs"][0]  # nothing ended yet
+    s.report(W1, TaskResult(0, Status.OK, Payload([b"r"]), "array([1, 2])", [0.25, 0.2, 1000]))
+    [entry] = s.snapshot()["graphs"]
+    assert entry["durations"] == {"key-0": 0.25} and entry["results"] == {"key-0": "array([1, 2])"}
+    for task_id in (1, 2, 3):
+        s.report(W1, TaskResult(task_id, Status.OK, Payload([b"r"]), str(task_id), [0.5, 0.5, 1000]))
+    [entry] = s.snapshot()["graphs"]  # kept once the graph ended
+    assert entry["state"] == "done"
+    assert entry["results"] == {"key-0": "array([1, 2])", "key-1": "1", "key-2": "2", "key-3": "3"}
+    assert entry["durations"]["key-3"] == 0.5
+
+
+def test_a_graph_too_large_to_click_reports_no_details():
+    s = setup()
+    n = graphs.DETAILS_REPORTED + 1
+    s.send(CLIENT, graph(*[(t, [], True) for t in range(n)]))
+    out = s.flush()
+    [assign] = [m for p, m in out if p == W1 and hasattr(m, "tasks")]
+    assert not any(task.summarize for task in assign.tasks)
+    s.report(W1, ok(assign.tasks[0].task_id))
+    assert "durations" not in s.snapshot()["graphs"][0]

@@ -7,6 +7,7 @@ import pytest
 from scaler_jupyter import panel_plots, panels
 from scaler_jupyter.jupyter import graph_details
 from scaler_jupyter.pargraph import delayed, graph
+from scaler_jupyter.pargraph import drawing as pargraph_drawing
 
 
 def worker(id: int, name: str, cpu: float = 0.0, memory: int = 0, queued: int = 0, running: int = 0) -> dict:
@@ -143,6 +144,25 @@ def test_each_node_of_a_drawing_lists_what_it_reads():
     add_node = next(vertex for vertex in reads if "add" in vertex)
     assert len(reads[add_node].split(", ")) == 2  # the two doubles
     assert any(read == "x" for read in reads.values())  # the first double reads the input
+
+
+def test_a_run_s_durations_and_results_fill_the_clicked_node_s_details():
+    g = pipeline.to_graph()
+    plot = pargraph_drawing.figure(g, {})
+    layout = graph_details.with_node_details(plot, g)
+    source = plot.select_one({"name": pargraph_drawing.VERTICES})
+    keys = g.task_keys()
+    add_node = next(node for node in keys if "add" in node)
+    entry = {"durations": {f"{keys[add_node]}@token": 0.0123}, "results": {f"{keys[add_node]}@token": "7"}}
+    # the node's row, and that of the output it gives when it is one
+    outputs = sum(1 for kind, key in zip(source.data["kind"], source.data["state_key"], strict=True)
+                  if kind == "output" and key == add_node)
+    assert graph_details.update_run_details(source, g, entry) == 1 + outputs
+    row = source.data["state_key"].index(add_node)
+    assert (source.data["duration"][row], source.data["result"][row]) == ("12.3 ms", "7")
+    assert graph_details.update_run_details(source, g, entry) == 0  # nothing new: no patch
+    [show] = source.selected.js_property_callbacks["change:indices"]
+    assert "ran for" in show.code and "d.result[i]" in show.code and layout.children[1].text == graph_details.HINT
 
 
 def test_a_graph_s_notebook_display_shows_the_clicked_node_s_details():
