@@ -26,6 +26,7 @@ def _scheduler(args: argparse.Namespace) -> None:
                              no_worker_grace=args.no_worker_grace, no_worker_timeout=args.no_worker_timeout,
                              balance_interval=args.balance_interval,
                              monitor_address=args.monitor_address, monitor_interval=args.monitor_interval,
+                             local_address=args.local_address,
                              keys=args.keys, protected=args.protected)
     host = args.address.partition("://")[2].rpartition(":")[0]
     if not args.keys and args.address.startswith("tcp://") and host not in _LOOPBACK:
@@ -222,6 +223,9 @@ def parser() -> argparse.ArgumentParser:
                                 "or any free port if the scheduler's port is 0)")
     scheduler.add_argument("--monitor-interval", type=_positive, default=defaults.monitor_interval,
                            help="seconds between monitor snapshots (default %(default)s)")
+    scheduler.add_argument("--local-address", default=None,
+                           help="also listen on this ipc:// path, for workers and clients of this host (a shorter "
+                                "round trip than TCP); its folder must be private to this user (mode 0700)")
     scheduler.add_argument("--keys", metavar="DIR", default=None,
                            help="require CurveZMQ keys: encrypt all traffic and admit only workers, clients and "
                                 "`top` holding the keys in DIR (written by `scaler-jupyter keys DIR`)")

@@ -8,8 +8,10 @@ import json
 import logging
 import os
 import select
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import weakref
 from collections.abc import Callable
@@ -51,6 +53,10 @@ class LocalCluster:
     default here: a cluster made in a script or a test is short-lived and unwatched, and the
     dashboard's process costs a Python start-up with Bokeh on the machine's cores. Clusters started
     for people to watch (``scaler-jupyter start``, ``%scaler start``, the JupyterLab sidebar) have one.
+
+    Its links run over a Unix socket (``local_address``, ``ipc://`` in a private temporary folder)
+    rather than TCP: its workers connect there, and so does a ``Client`` of this process given
+    ``address`` (see :func:`local_address_of`). ``address`` stays the TCP one, for everyone else.
     """
 
     def __init__(self, n_workers: int | None = None, processors_per_worker: int = 1, tags: tuple[str, ...] = (),
@@ -74,6 +80,8 @@ class LocalCluster:
         self._worker_args = (*common_args, *worker_args)
         self._workers: list[subprocess.Popen] = []
         self._scheduler: subprocess.Popen | None = None
+        self._private_dir: str | None = None  # holds the local address's socket file
+        self.local_address: str | None = None
         n_workers = os.cpu_count() or 1 if n_workers is None else n_workers
         for attempt in (1, 2):
             try:
@@ -128,6 +136,10 @@ class LocalCluster:
             address = f"tcp://127.0.0.1:{_free_port()}"
             if "--monitor-address" not in scheduler_args:  # port + 1, the default, may be taken
                 scheduler_args = ("--monitor-address", "tcp://127.0.0.1:0", *scheduler_args)
+        if self._private_dir is None:
+            self._private_dir = tempfile.mkdtemp(prefix="scaler-jupyter-")  # mode 0700: this user's only
+        self.local_address = f"ipc://{self._private_dir}/scheduler"
+        scheduler_args = ("--local-address", self.local_address, *scheduler_args)
         _live.add(self)
         ready_r, ready_w = os.pipe()
         self._scheduler = spawn(["-m", "scaler_jupyter", "scheduler", address, "--ready-fd", str(ready_w),
@@ -183,8 +195,8 @@ class LocalCluster:
 
     def _spawn_workers(self, n: int) -> None:
         while len(self._workers) < n:
-            args = ["-m", "scaler_jupyter", "worker", self.address, "--processors", str(self.processors_per_worker),
-                    "--name", f"local-{len(self._workers)}-{os.getpid()}"]
+            args = ["-m", "scaler_jupyter", "worker", self.local_address, "--processors",
+                    str(self.processors_per_worker), "--name", f"local-{len(self._workers)}-{os.getpid()}"]
             if self.tags:
                 args += ["--tags", ",".join(self.tags)]
             self._workers.append(spawn([*args, *self._worker_args]))
@@ -222,6 +234,9 @@ class LocalCluster:
             stop(self._workers.pop())
         if self._scheduler is not None:
             stop(self._scheduler)
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+            self._private_dir = None
         with contextlib.suppress(OSError):
             clusters.remove(self.id)
 
@@ -233,6 +248,15 @@ class LocalCluster:
 
     def __repr__(self) -> str:
         return f"<LocalCluster {getattr(self, 'address', '?')} workers={len(self._workers)}>"
+
+
+def local_address_of(address: str) -> str:
+    """The address to reach the scheduler at ``address`` by: its local cluster's Unix socket when that
+    cluster runs from this process, else ``address`` itself."""
+    for cluster in list(_live):
+        if cluster.address == address and cluster.local_address is not None:
+            return cluster.local_address
+    return address
 
 
 def _free_port() -> int:

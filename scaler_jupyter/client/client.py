@@ -148,8 +148,10 @@ class Client(concurrent.futures.Executor):
         self._delivery = Delivery(self.serializer)
         for listener in self._listeners:
             self._delivery.add_listener(listener)
-        self._connection = Connection(self.address, self._on_message, self._on_lost, silence_timeout=self.timeout,
-                                      keys=self._keys, on_refused=self._on_refused)
+        from scaler_jupyter.cluster import local_address_of  # here: the cluster module starts processes
+
+        self._connection = Connection(local_address_of(self.address), self._on_message, self._on_lost,
+                                      silence_timeout=self.timeout, keys=self._keys, on_refused=self._on_refused)
         host_id = shared_memory.host_id()
         self._connection.send(ClientHello(PROTOCOL_VERSION, self._name, socket.gethostname(), os.getpid(),
                                           self.store_tasks, host_id))

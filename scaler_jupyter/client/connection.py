@@ -1,14 +1,21 @@
-"""The client's link to the scheduler: one DEALER socket owned by one I/O thread.
+"""The client's link to the scheduler: one DEALER socket, written by the threads that send, read by one I/O thread.
 
-User threads queue messages with :meth:`Connection.send`; the I/O thread sends
-them, merging consecutive ``Submit`` messages so a loop of ``submit`` calls costs
-a few messages, not one per task. Received messages are decoded and handed to
-the ``on_message`` callback in the I/O thread, which is where futures complete.
+A user thread sends its message itself (:meth:`Connection.send`): it encodes it,
+then writes it under a lock. Handing it to the I/O thread instead would cost a
+thread wake-up per message, a good share of a task's round trip on a VM. A ZeroMQ
+socket may be used by one thread at a time only, and the lock is that rule: the
+I/O thread does not poll the socket but its notification descriptor
+(``zmq.FD``), and reads the socket under the same lock. That descriptor is
+edge-triggered (it fires when the socket's state may have changed, and a send
+may consume the change), so a sender that leaves a message waiting to be read
+wakes the I/O thread through a pipe. Received messages are decoded and handed to
+the ``on_message`` callback in the I/O thread, outside the lock, which is where
+futures complete. The I/O thread also heartbeats and watches the security
+handshake.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import secrets
@@ -18,13 +25,11 @@ from collections.abc import Callable
 
 import zmq
 
-from scaler_jupyter.protocol import Heartbeat, Submit, deliver
-from scaler_jupyter.protocol.transport import receive, send
+from scaler_jupyter.protocol import Heartbeat, deliver, encode
+from scaler_jupyter.protocol.transport import receive, send_encoded
 from scaler_jupyter.security import ClusterKeys, HandshakeWatch
 
 logger = logging.getLogger(__name__)
-
-_MAX_TASKS_PER_MESSAGE = 4096
 
 
 class Connection:
@@ -54,8 +59,7 @@ class Connection:
         self._handshakes = HandshakeWatch(self._socket, keyed=keys is not None)
         self._on_refused = on_refused
         self._socket.connect(address)
-        self._outgoing: collections.deque = collections.deque()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # whoever uses the socket holds it
         self._wake_pending = False
         self._wakeup_r, self._wakeup_w = os.pipe()
         self._closing = False
@@ -64,13 +68,20 @@ class Connection:
         self._thread.start()
 
     def send(self, message) -> None:
+        """Send ``message`` from this thread; dropped once the connection is closed."""
+        frames = encode(message)  # outside the lock: other threads may send meanwhile
         with self._lock:
             if self._closing:
                 return
-            self._outgoing.append(message)
-            if not self._wake_pending:
-                self._wake_pending = True
-                os.write(self._wakeup_w, b"x")
+            self._send(frames)
+            if self._socket.get(zmq.EVENTS) & zmq.POLLIN:  # the send took the I/O thread's notification
+                self._wake()
+
+    def _wake(self) -> None:
+        """Wake the I/O thread (with the lock held)."""
+        if not self._wake_pending:
+            self._wake_pending = True
+            os.write(self._wakeup_w, b"x")
 
     @property
     def handshake_failure(self) -> str | None:
@@ -78,15 +89,16 @@ class Connection:
         return self._handshakes.failure
 
     def close(self, last_message=None, linger: bool = True) -> None:
-        """Send ``last_message`` and what is queued, then stop the thread and close the socket.
+        """Send ``last_message``, then stop the thread and close the socket.
 
         With ``linger=False`` what the scheduler has not taken yet is dropped (it is gone)."""
+        frames = None if last_message is None else encode(last_message)
         with self._lock:
             if self._closing:
                 return
             self._linger = linger
-            if last_message is not None:
-                self._outgoing.append(last_message)
+            if frames is not None:
+                self._send(frames)
             self._closing = True
             os.write(self._wakeup_w, b"x")
         if threading.current_thread() is not self._thread:
@@ -94,35 +106,37 @@ class Connection:
 
     def _run(self) -> None:
         poller = zmq.Poller()
-        poller.register(self._socket, zmq.POLLIN)
+        notifications = self._socket.get(zmq.FD)
+        poller.register(notifications, zmq.POLLIN)
         poller.register(self._wakeup_r, zmq.POLLIN)
         poller.register(self._handshakes.socket, zmq.POLLIN)
         last_heard = time.monotonic()
-        next_heartbeat = last_heard + self._heartbeat_interval  # after the hello queued at start
+        next_heartbeat = last_heard + self._heartbeat_interval  # after the hello sent at start
+        heartbeat = encode(Heartbeat(0.0, 0, 0, 0))
         lost = False
         try:
             while True:
                 events = dict(poller.poll(max(0.0, next_heartbeat - time.monotonic()) * 1000))
                 if self._wakeup_r in events:
                     os.read(self._wakeup_r, 4096)
-                    with self._lock:
-                        self._wake_pending = False
-                        outgoing, self._outgoing = self._outgoing, collections.deque()
-                        closing = self._closing
-                    for message in _coalesce(outgoing):
-                        self._send(message)
-                    if closing:
+                with self._lock:
+                    self._wake_pending = False
+                    if self._closing:
                         return
-                if self._socket in events:
+                    received = self._receive()
+                if received:
                     last_heard = time.monotonic()
-                    self._receive()
+                    for frames in received:
+                        deliver(frames, self._on_message, "the scheduler")
+                    del received, frames  # no local keeps a delivered message (and its buffers) alive
                 if self._handshakes.socket in events:
                     failure = self._handshakes.read()
                     if failure is not None and self._handshakes.definite and self._on_refused is not None:
                         self._on_refused(failure)
                 now = time.monotonic()
                 if now >= next_heartbeat:
-                    self._send(Heartbeat(0.0, 0, 0, 0))
+                    with self._lock:
+                        self._send(heartbeat)
                     next_heartbeat = now + self._heartbeat_interval
                     if not lost and now - last_heard > self._silence_timeout:
                         lost = True
@@ -134,41 +148,25 @@ class Connection:
             logger.exception("the client's I/O thread failed")
             self._on_lost("the client's I/O thread failed; see the log")
         finally:
-            if not self._linger or self._handshakes.failure is not None:  # nobody will take what is queued
-                self._socket.setsockopt(zmq.LINGER, 0)
-            self._handshakes.close()
-            self._socket.close()
-            self._context.term()
-            os.close(self._wakeup_r)
-            os.close(self._wakeup_w)
+            with self._lock:
+                self._closing = True  # no thread sends any more
+                if not self._linger or self._handshakes.failure is not None:  # nobody will take what is queued
+                    self._socket.setsockopt(zmq.LINGER, 0)
+                self._handshakes.close()
+                self._socket.close()
+                self._context.term()
+                os.close(self._wakeup_r)
+                os.close(self._wakeup_w)
 
-    def _send(self, message) -> None:
+    def _send(self, frames: list) -> None:
         try:
-            send(self._socket, message)
+            send_encoded(self._socket, frames)
         except zmq.Again:
-            logger.debug("%s dropped: the scheduler refused this connection", type(message).__name__)
+            logger.debug("a message was dropped: the scheduler refused this connection")
 
-    def _receive(self) -> None:
+    def _receive(self) -> list[list]:
+        """Every message waiting on the socket, undecoded (with the lock held)."""
+        received = []
         while (frames := receive(self._socket)) is not None:
-            deliver(frames, self._on_message, "the scheduler")
-
-
-def _coalesce(messages):
-    """Merge runs of consecutive ``Submit`` messages, keeping every message's order."""
-    merged: Submit | None = None
-    for message in messages:
-        if isinstance(message, Submit):
-            if merged is not None and len(merged.tasks) + len(message.tasks) <= _MAX_TASKS_PER_MESSAGE:
-                merged.objects.extend(message.objects)
-                merged.tasks.extend(message.tasks)
-                continue
-            if merged is not None:
-                yield merged
-            merged = Submit(list(message.objects), list(message.tasks))
-            continue
-        if merged is not None:
-            yield merged
-            merged = None
-        yield message
-    if merged is not None:
-        yield merged
+            received.append(frames)
+        return received

@@ -15,7 +15,8 @@ class Future(concurrent.futures.Future):
     starts it), so ``cancel()`` works on a running task too: the worker stops it.
     ``profile`` holds the task's wall time, CPU time and peak memory once done.
     ``on_output``, if set, receives what the task prints, as ``(stream, text)``, in the client's delivery
-    thread, instead of this process's stdout and stderr.
+    thread, instead of this process's stdout and stderr. Until a done-callback is added it is ``quick``
+    (completing it runs no user code), so a small result completes it straight from the network thread.
     """
 
     def __init__(self, task_id: int, on_cancel: Callable[[int], None]) -> None:
@@ -24,6 +25,11 @@ class Future(concurrent.futures.Future):
         self.profile: dict | None = None
         self.on_output: Callable[[str, str], None] | None = None
         self._on_cancel = on_cancel
+        self.quick = True
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future], object]) -> None:
+        self.quick = False  # user code runs on completion: the delivery thread completes it, not the network's
+        super().add_done_callback(fn)
 
     def cancel(self) -> bool:
         if self.cancelled():

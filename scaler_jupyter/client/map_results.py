@@ -24,6 +24,8 @@ _WAITING = object()  # a slot whose result has not arrived; a taken slot holds N
 class OrderedResults:
     """A :class:`~scaler_jupyter.client.outcome.TaskSink` for every task of one ``map`` call."""
 
+    quick = True  # filling a slot runs no user code
+
     def __init__(self, cancel: Callable[[list[int]], None]) -> None:
         self._cancel = cancel
         self._condition = threading.Condition()

@@ -54,7 +54,9 @@ class Outcome:
 
 class TaskSink(Protocol):
     """Whatever waits on a task. Both methods are called from the client's delivery thread, at most once
-    per task between them, and must not block on user code."""
+    per task between them, and must not block on user code. A sink whose ``deliver`` runs no user code at
+    all may say so with ``quick = True``: small results then reach it from the network thread directly
+    (see :mod:`scaler_jupyter.client.delivery`)."""
 
     def deliver(self, outcome: Outcome) -> None:
         """The task ended as ``outcome`` says."""

@@ -16,7 +16,11 @@ from scaler_jupyter.protocol.messages import decode, encode
 
 def send(socket: zmq.Socket, message, identity: bytes | None = None) -> None:
     """Encode and send ``message``; on a ROUTER socket, to the peer ``identity``."""
-    frames = encode(message)
+    send_encoded(socket, encode(message), identity)
+
+
+def send_encoded(socket: zmq.Socket, frames: list, identity: bytes | None = None) -> None:
+    """Send a message :func:`encode` made, so that a socket shared under a lock is held only to write."""
     if identity is not None:
         socket.send(identity, zmq.SNDMORE)
     last = len(frames) - 1
@@ -57,4 +61,4 @@ def receive_routed(socket: zmq.Socket) -> tuple[bytes, int | None, list] | None:
     return identity.bytes, source_fd, frames
 
 
-__all__ = ["decode", "encode", "receive", "receive_routed", "send"]
+__all__ = ["decode", "encode", "receive", "receive_routed", "send", "send_encoded"]

@@ -33,6 +33,17 @@ def zmq_address(address: str) -> str:
     return address[: -len(":0")] + ":*" if address.endswith(":0") else address
 
 
+def check_private(address: str) -> None:
+    """An ``ipc://`` address must be a socket file in a folder only its user can enter: the file is then
+    reachable by that user's processes alone, as a local cluster's links (clients, workers) are."""
+    if not address.startswith("ipc://"):
+        raise ValueError(f"a local address is an ipc:// path, not {address}")
+    folder = os.path.dirname(os.path.abspath(address[len("ipc://"):]))
+    info = os.stat(folder)
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PermissionError(f"{folder} (of the local address {address}) must belong to this user, mode 0700")
+
+
 def default_monitor_address(requested: str, bound: str) -> str:
     """The scheduler's host and port + 1; any free port when the scheduler was asked for any free port."""
     if not bound.startswith("tcp://"):
@@ -116,6 +127,12 @@ class SchedulerServer:
     A peer whose connection drops is reported to the state at once: each message's
     source fd ties its sender to a connection, and the socket monitor says when a
     connection closes (libzmq's ``ROUTER_NOTIFY`` would, but it is a draft API).
+
+    With ``config.local_address`` the router also listens on an ``ipc://`` path, for the
+    processes of this host (a local cluster's workers and clients): a Unix socket spares
+    each message the kernel's TCP work. It is the same socket, so with keys the Curve
+    handshake is required there too; without keys, the path's private folder is what
+    keeps other users out (:func:`check_private`).
     """
 
     def __init__(self, address: str, config: SchedulerConfig | None = None) -> None:
@@ -124,6 +141,9 @@ class SchedulerServer:
         self.state = SchedulerState(config, now=started, monitor=monitor)
         config = self.state.config
         keys = ClusterKeys(config.keys).check_scheduler() if config.keys else None
+        self.local_address = config.local_address
+        if self.local_address is not None:
+            check_private(self.local_address)
         self._context = zmq.Context()
         # the ZAP handler first: a socket bound before it would admit any key
         self._authenticator = keys.authenticator(self._context) if keys is not None else None
@@ -134,6 +154,8 @@ class SchedulerServer:
             keys.serve(self._router)
         self._router.bind(zmq_address(address))
         self.address = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
+        if self.local_address is not None:  # one router, two ways in: the state sees no difference
+            self._router.bind(self.local_address)
         try:
             self._feed = MonitorFeed(self._context, config.monitor_address
                                      or default_monitor_address(address, self.address), config.monitor_interval,
@@ -241,5 +263,5 @@ def run_scheduler(address: str, config: SchedulerConfig, ready_fd: int | None = 
     if ready_fd is not None:
         with os.fdopen(ready_fd, "w") as ready:
             ready.write(json.dumps({"address": server.address, "monitor_address": server.monitor_address,
-                                    "pid": os.getpid()}) + "\n")
+                                    "local_address": server.local_address, "pid": os.getpid()}) + "\n")
     server.run()

@@ -199,7 +199,9 @@ class Processor:
     def _add_result(self, result: TaskResult) -> None:
         with self._results_lock:
             self._results.append(result)
-            if len(self._results) == 1:
+            # a batch waits only while more tasks are queued: else the main loop sends it at once, and waking
+            # the late-results thread would cost a thread switch on the round trip for nothing
+            if len(self._results) == 1 and self._queue:
                 self._results_waiting.set()
 
     def _flush_results(self) -> None:

@@ -1,0 +1,129 @@
+"""The short path of a task on one host: Unix-socket links, sends from the calling thread, futures completed
+without a thread hand-over, on a real cluster."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+
+import cloudpickle
+import pytest
+
+from scaler_jupyter import Client, LocalCluster
+from scaler_jupyter.cluster import local_address_of
+from scaler_jupyter.scheduler.server import check_private
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.timeout(90)
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+RESULT_TIMEOUT = 20.0
+
+
+def square(x):
+    return x * x
+
+
+def print_then_return(text):
+    print(text)
+    return text
+
+
+def scheduler_address_in_task():
+    from scaler_jupyter import task_context
+
+    return task_context.scheduler_address()
+
+
+def test_local_cluster_links_run_over_a_private_unix_socket(cluster):
+    assert cluster.address.startswith("tcp://127.0.0.1:")  # what others connect to is unchanged
+    assert cluster.local_address.startswith("ipc://")
+    path = cluster.local_address[len("ipc://"):]
+    assert stat.S_ISSOCK(os.stat(path).st_mode)
+    folder = os.stat(os.path.dirname(path))
+    assert folder.st_uid == os.getuid() and stat.S_IMODE(folder.st_mode) == 0o700
+    assert local_address_of(cluster.address) == cluster.local_address
+    assert local_address_of("tcp://127.0.0.1:1") == "tcp://127.0.0.1:1"  # not a cluster of this process
+
+
+def test_workers_and_tasks_use_the_local_address(client, cluster):
+    assert client.submit(scheduler_address_in_task).result(RESULT_TIMEOUT) == cluster.local_address
+    assert client.address == cluster.address
+
+
+def test_the_tcp_address_still_serves_clients(cluster):
+    """A client that does not know the local address (another process, another host) joins over TCP."""
+    code = (f"from scaler_jupyter import Client\n"
+            f"with Client({cluster.address!r}, timeout=20) as client:\n"
+            f"    print(client.submit(pow, 3, 2).result(20))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "9"
+
+
+def test_many_threads_submit_at_once(client):
+    """Sends come from the calling threads, under the connection's lock: none is lost, none garbled."""
+    results: dict[int, list] = {}
+
+    def submit_many(thread: int) -> None:
+        futures = [client.submit(square, thread * 1000 + i) for i in range(100)]
+        results[thread] = [f.result(RESULT_TIMEOUT) for f in futures]
+
+    threads = [threading.Thread(target=submit_many, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(results) == list(range(8))
+    for n, values in results.items():
+        assert values == [(n * 1000 + i) ** 2 for i in range(100)]
+
+
+def test_done_callbacks_run_in_the_delivery_thread(client):
+    """A future with a done-callback is completed by the delivery thread, never the network thread, so a
+    slow callback cannot stall heartbeats; one without completes however is quickest."""
+    threads: list[str] = []
+    callback_ran = threading.Event()
+
+    def callback(future):
+        threads.append(threading.current_thread().name)
+        callback_ran.set()
+
+    future = client.submit(square, 7)
+    future.add_done_callback(callback)
+    assert future.result(RESULT_TIMEOUT) == 49
+    assert callback_ran.wait(RESULT_TIMEOUT)
+    assert threads == ["scaler-jupyter-delivery"]
+    assert client.submit(square, 8).result(RESULT_TIMEOUT) == 64
+
+
+def test_printed_output_comes_before_the_result(client, capfd):
+    for i in range(20):
+        assert client.submit(print_then_return, f"line {i}").result(RESULT_TIMEOUT) == f"line {i}"
+        assert f"line {i}" in capfd.readouterr().out  # printed before its future completed
+
+
+def test_closing_removes_the_private_folder():
+    with LocalCluster(n_workers=1, timeout=30) as local:
+        folder = os.path.dirname(local.local_address[len("ipc://"):])
+        with Client(local.address, timeout=30) as client:
+            assert client.submit(square, 3).result(RESULT_TIMEOUT) == 9
+    assert not os.path.exists(folder)
+
+
+def test_the_scheduler_refuses_a_local_address_others_could_reach(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    with pytest.raises(PermissionError, match="mode 0700"):
+        check_private(f"ipc://{shared}/scheduler")
+    with pytest.raises(ValueError, match="ipc://"):
+        check_private("tcp://127.0.0.1:1")
+    done = subprocess.run([sys.executable, "-m", "scaler_jupyter", "scheduler", f"tcp://127.0.0.1:{free_port()}",
+                           "--local-address", f"ipc://{shared}/scheduler", "--log-level", "ERROR"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "mode 0700" in done.stderr
