@@ -92,7 +92,10 @@ def inodes(payload: Payload | None) -> list[int]:
     """The inodes of the segments in ``payload``."""
     if payload is None:
         return []
-    return [p.inode for p in payload.parts if type(p) is Segment]
+    for part in payload.parts:  # most payloads have none: no list is built for them
+        if type(part) is Segment:
+            return [p.inode for p in payload.parts if type(p) is Segment]
+    return []
 
 
 def parent_pid(pid: int) -> int | None:
@@ -299,7 +302,7 @@ class SegmentHolder:
 
     def drop(self, payload: Payload | None) -> None:
         """One hold less on each segment of ``payload``; a segment is closed when none is left."""
-        if payload is not None:
+        if payload is not None and self._held:
             self.release(inodes(payload))
 
     def release(self, released: Iterable[int]) -> None:

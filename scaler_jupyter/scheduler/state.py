@@ -976,7 +976,13 @@ def _queued_bytes(args: Payload) -> int:
     """What a task's arguments weigh in a worker's queue: the bytes that travel to it. Parts in shared memory
     (a few numbers each, mapped only when the task runs) weigh nothing, so they do not thin the queue that
     keeps its processors busy."""
-    return sum(0 if type(p) is Segment else memoryview(p).nbytes for p in args.parts)
+    size = 0
+    for part in args.parts:
+        if type(part) is bytes:
+            size += len(part)
+        elif type(part) is not Segment:
+            size += memoryview(part).nbytes
+    return size
 
 
 def _materialized(objects: list[ObjectSpec], specs: list[TaskSpec]) -> tuple[list[ObjectSpec], list[TaskSpec]]:
