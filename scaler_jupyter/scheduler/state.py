@@ -385,6 +385,7 @@ class SchedulerState:
         self._note_sent(peer, [spec.args for spec in msg.tasks])
         self._store_objects(client, peer, msg.objects)
         room = self.config.max_waiting - len(self.pending)
+        shared = _Shared()
         for spec in msg.tasks:
             if spec.task_id >> TASK_ID_BITS != client.number or spec.task_id in self.tasks:
                 logger.warning("client %s sent task id %d, not a new one of its own: ignored", client.name,
@@ -409,6 +410,7 @@ class SchedulerState:
                                              f"the task's arguments could not be read: {exc}", []))
                 continue
             room -= 1
+            shared.apply(spec)
             task = Task(spec, peer, frozenset(spec.tags) if spec.tags else _NO_TAGS, _queued_bytes(spec.args))
             for object_id in needed_objects(spec):
                 self.objects.hold(object_id)
@@ -970,6 +972,30 @@ def _graph_key(task: Task) -> str:
 
 _KEY_NAME = re.compile(r"[(\s'\"]*([^-@'\",]*)")
 _STATUS_NAMES = {status.value: status.name.lower() for status in Status}
+
+
+class _Shared:
+    """The fields a map's tasks all have alike (tags, environment, name), decoded once per task: equal ones
+    share one object while the tasks wait, so a queued task costs its own fields only."""
+
+    __slots__ = ("environment", "name", "tags")
+
+    def __init__(self) -> None:
+        self.tags, self.environment, self.name = [], [], ""
+
+    def apply(self, spec: TaskSpec) -> None:
+        if spec.tags == self.tags:
+            spec.tags = self.tags
+        else:
+            self.tags = spec.tags
+        if spec.environment == self.environment:
+            spec.environment = self.environment
+        else:
+            self.environment = spec.environment
+        if spec.name == self.name:
+            spec.name = self.name
+        else:
+            self.name = spec.name
 
 
 def _queued_bytes(args: Payload) -> int:
