@@ -479,10 +479,12 @@ def _generate(cls) -> tuple:
             test = "False"
             if optional:
                 convert = f"None if {value} is None else {convert}"
-        elif element is not None:  # a list of scalars: every element checked
+        elif element is not None:  # a list of scalars: every element checked (a loop: no generator per list)
             out.append(f"o.{name}")
-            test = f"type({value}) is not list or not all({element} for x in {value})"
-            convert = value
+            checks.append(f"    if type({value}) is not list: raise _bad({cls.__name__!r}, {name!r}, {value})\n"
+                          f"    for x in {value}:\n"
+                          f"        if not ({element}): raise _bad({cls.__name__!r}, {name!r}, {value})\n")
+            continue
         elif nested is not None:
             env[f"enc_{name}"], env[f"dec_{name}"] = _CODECS[nested]
             out.append(f"[enc_{name}(x, frames) for x in o.{name}]")
