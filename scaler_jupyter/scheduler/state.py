@@ -46,6 +46,7 @@ import itertools
 import logging
 import math
 import re
+from typing import NamedTuple
 
 from scaler_jupyter import queue_depth
 from scaler_jupyter.errors import SegmentLostError
@@ -139,19 +140,32 @@ class Task:
     cancelled: bool = False
     order: int | None = None  # its place among equals in the pending queue, kept when it comes back
     graph: Graph | None = None
+    needed: tuple[bytes, ...] = ()  # needed_objects(spec): held while it lives, sent with it (shared, see _Shared)
 
 
-@dataclasses.dataclass(slots=True, frozen=True)
-class FinishedTask:
-    """A task a worker finished, for the monitor's task stream; times are the state's clock."""
+class FinishedTask(NamedTuple):
+    """A task a worker finished, for the monitor's task stream; times are the state's clock.
+
+    A tuple of what the result handler has at hand (a frozen dataclass cost a microsecond a task to build);
+    the names the stream shows are worked out when a snapshot reads them."""
 
     task_id: int
     worker: int  # the worker's number
-    name: str  # the function's name, or a graph task's key
+    function: str  # the function's name ("" for a graph task: see ``name``)
+    key: str | None  # a graph task's key
     origin: str | None  # what submitted it (a notebook cell), if known
     start: float
     end: float
-    status: str
+    code: int  # its Status
+
+    @property
+    def name(self) -> str:
+        """The function's name, or what a graph task's key says it runs."""
+        return self.function or _key_name(self.key)
+
+    @property
+    def status(self) -> str:
+        return _STATUS_NAMES.get(self.code, "unknown")
 
 
 RECENT_TASKS = 256  # finished tasks kept for the monitor's task stream (bounded: a snapshot stays small)
@@ -234,7 +248,7 @@ class SchedulerState:
         self._client_numbers = itertools.count()  # a client's task ids start at its number << TASK_ID_BITS
         self._outbox: list[tuple[bytes, object]] = []
         self._results: dict[bytes, list[TaskResult]] = {}
-        self._assigned: dict[bytes, list[TaskSpec]] = {}
+        self._assigned: dict[bytes, list[Task]] = {}
         self._deleted: dict[bytes, list[bytes]] = {}  # objects workers may drop, coalesced per worker
         self._released: dict[bytes, list[int]] = {}  # segments a peer sent that are taken, coalesced per peer
         self.finished = 0  # tasks ended since the start: succeeded, failed, crashed or cancelled
@@ -292,14 +306,19 @@ class SchedulerState:
             out.append((identity, ReleaseSegments(inodes)))
         for identity, object_ids in self._deleted.items():
             out.append((identity, DeleteObjects(object_ids)))
-        for identity, specs in self._assigned.items():
+        for identity, tasks in self._assigned.items():
             worker = self.workers[identity]
             objects = []
-            for spec in specs:
-                for object_id in needed_objects(spec):
+            last = None
+            for task in tasks:
+                if task.needed is last:  # the tasks of one map share the tuple: its objects are on their way
+                    continue
+                last = task.needed
+                for object_id in last:
                     if object_id not in worker.objects:
                         worker.objects.add(object_id)
                         objects.append(ObjectSpec(object_id, self.objects.get(object_id)))
+            specs = [task.spec for task in tasks]
             if self.segments and not self._shares_host(worker.host_id):
                 objects, specs = _materialized(objects, specs)
             out.append((identity, Assign(objects, specs)))
@@ -382,37 +401,47 @@ class SchedulerState:
         if client is None:
             self._outbox.append((peer, Rejected("submit before hello: connect with Client(address)")))
             return
-        self._note_sent(peer, [spec.args for spec in msg.tasks])
         self._store_objects(client, peer, msg.objects)
         room = self.config.max_waiting - len(self.pending)
         shared = _Shared()
+        released: list[int] = []
+        present = None  # needed objects found stored this turn: none can go before it ends
         for spec in msg.tasks:
+            inodes = shared_memory.inodes(spec.args)
+            if inodes:
+                released.extend(inodes)  # the client may let go after this turn, whatever becomes of the task
             if spec.task_id >> TASK_ID_BITS != client.number or spec.task_id in self.tasks:
                 logger.warning("client %s sent task id %d, not a new one of its own: ignored", client.name,
                                spec.task_id)
                 continue
             client.submitted += 1
-            missing = [o for o in needed_objects(spec) if o not in self.objects]
-            if missing:
-                self._reply(peer, TaskResult(spec.task_id, Status.SERIALIZATION, None,
-                                             f"object {missing[0].hex()} is not on the scheduler (deleted?)", []))
-                continue
+            needed = shared.needed(spec)
+            if needed is not present:
+                missing = [o for o in needed if o not in self.objects]
+                if missing:
+                    self._reply(peer, TaskResult(spec.task_id, Status.SERIALIZATION, None,
+                                                 f"object {missing[0].hex()} is not on the scheduler (deleted?)",
+                                                 []))
+                    continue
+                present = needed
             if room <= 0:
                 self._reply(peer, TaskResult(spec.task_id, Status.NO_WORKER, None,
                                              f"the scheduler already holds {len(self.pending)} waiting tasks "
                                              f"(--max-waiting {self.config.max_waiting}): wait for results "
                                              "or add workers before submitting more", []))
                 continue
-            try:
-                spec.args = self._take_from_client(client, spec.args)
-            except SegmentLostError as exc:
-                self._reply(peer, TaskResult(spec.task_id, Status.SERIALIZATION, None,
-                                             f"the task's arguments could not be read: {exc}", []))
-                continue
+            if inodes:
+                try:
+                    spec.args = self._take_from_client(client, spec.args)
+                except SegmentLostError as exc:
+                    self._reply(peer, TaskResult(spec.task_id, Status.SERIALIZATION, None,
+                                                 f"the task's arguments could not be read: {exc}", []))
+                    continue
             room -= 1
             shared.apply(spec)
-            task = Task(spec, peer, frozenset(spec.tags) if spec.tags else _NO_TAGS, _queued_bytes(spec.args))
-            for object_id in needed_objects(spec):
+            task = Task(spec, peer, frozenset(spec.tags) if spec.tags else _NO_TAGS, _queued_bytes(spec.args),
+                        needed=needed)
+            for object_id in needed:
                 self.objects.hold(object_id)
             self.tasks[spec.task_id] = task
             client.tasks.add(spec.task_id)
@@ -421,6 +450,8 @@ class SchedulerState:
             task.order = self.pending.push(spec.task_id, task.tags, spec.priority, spec.parent_id is not None)
             if spec.parent_id is not None:
                 self._mark_blocked(spec.parent_id)
+        if released:
+            self._released.setdefault(peer, []).extend(released)
 
     def _on_submit_graph(self, peer: bytes, msg: SubmitGraph, now: float) -> None:
         """A graph, whole: its tasks without dependencies are pending at once, the others wait."""
@@ -470,7 +501,7 @@ class SchedulerState:
             # the results it waits for travel to its worker as objects; each is held from when it is stored
             spec.object_ids.extend(result_object_id(d) for d in dict.fromkeys(node.dependencies))
             task = Task(spec, peer, frozenset(spec.tags) if spec.tags else _NO_TAGS, _queued_bytes(spec.args),
-                        graph=graph)
+                        graph=graph, needed=tuple(needed_objects(spec)))
             self.tasks[spec.task_id] = task
             client.tasks.add(spec.task_id)
             if spec.origin is not None:
@@ -566,7 +597,7 @@ class SchedulerState:
     def _unhold_objects(self, task: Task) -> None:
         """A task left: its arguments and the objects it needed are held no more by it."""
         self.segments.drop(task.spec.args)
-        for object_id in needed_objects(task.spec):
+        for object_id in task.needed:
             if self.objects.unhold(object_id):
                 self._drop_from_workers(object_id)
 
@@ -687,14 +718,17 @@ class SchedulerState:
             logger.debug("dropping results from unknown worker %r", peer)
             return
         walls = []
-        self._note_sent(peer, [result.payload for result in msg.results])
+        released: list[int] = []
         for result in msg.results:
+            inodes = shared_memory.inodes(result.payload)
+            if inodes:
+                released.extend(inodes)  # the worker may let go after this turn, whatever becomes of the result
             worker.blocked.discard(result.task_id)
             task = worker.queue.pop(result.task_id, None)
             if task is None:  # cancelled, or taken back from this worker
                 continue
             worker.queued_bytes -= task.nbytes
-            if result.payload is not None and shared_memory.inodes(result.payload):
+            if inodes:
                 try:
                     result.payload = self._take(result.payload, worker.host_id,
                                                 lambda pid: shared_memory.parent_pid(pid) == worker.pid)
@@ -725,10 +759,12 @@ class SchedulerState:
                                   f"({self.config.max_retries}) sets how many runs a crashing task gets")
             worker.done += 1
             wall = result.profile[0] if result.profile else 0.0
-            self.recent_tasks.append(FinishedTask(
-                result.task_id, worker.number, task.spec.name or _graph_key(task), task.spec.origin,
-                now - wall, now, _STATUS_NAMES.get(result.status, "unknown")))
+            self.recent_tasks.append(FinishedTask(result.task_id, worker.number, task.spec.name,
+                                                  None if task.graph is None else _graph_key(task),
+                                                  task.spec.origin, now - wall, now, result.status))
             self._finish(task, result)
+        if released:
+            self._released.setdefault(peer, []).extend(released)
         if walls:
             self._learn_task_time(worker, sum(walls) / len(walls))
         if len(worker.queue) < worker.processors:
@@ -818,7 +854,7 @@ class SchedulerState:
                     task.state, task.worker = TaskState.ASSIGNED, identity
                     worker.queue[task_id] = task
                     worker.queued_bytes += task.nbytes
-                    self._assigned.setdefault(identity, []).append(task.spec)
+                    self._assigned.setdefault(identity, []).append(task)
                     moved += 1
             if not moved:
                 return
@@ -963,10 +999,13 @@ _MAX_PROCESSORS = 4096
 
 
 def _graph_key(task: Task) -> str:
+    return task.graph.keys[task.graph.index[task.spec.task_id]]
+
+
+def _key_name(key: str | None) -> str:
     """What a graph task's key says it runs: ``inc-1f3a`` and ``('inc-1f3a', 0)`` read ``inc``."""
-    if task.graph is None:
+    if key is None:
         return ""
-    key = task.graph.keys[task.graph.index[task.spec.task_id]]
     return _KEY_NAME.match(key).group(1)
 
 
@@ -978,10 +1017,19 @@ class _Shared:
     """The fields a map's tasks all have alike (tags, environment, name), decoded once per task: equal ones
     share one object while the tasks wait, so a queued task costs its own fields only."""
 
-    __slots__ = ("environment", "name", "tags")
+    __slots__ = ("environment", "name", "needed_objects", "tags")
 
     def __init__(self) -> None:
-        self.tags, self.environment, self.name = [], [], ""
+        self.tags, self.environment, self.name, self.needed_objects = [], [], "", ()
+
+    def needed(self, spec: TaskSpec) -> tuple[bytes, ...]:
+        """The objects ``spec`` needs: the previous task's tuple when equal (the same object, which
+        ``flush`` and the presence check rely on to skip repeats)."""
+        needed = tuple(needed_objects(spec))
+        if needed == self.needed_objects:
+            return self.needed_objects
+        self.needed_objects = needed
+        return needed
 
     def apply(self, spec: TaskSpec) -> None:
         if spec.tags == self.tags:
