@@ -224,8 +224,9 @@ def parser() -> argparse.ArgumentParser:
     scheduler.add_argument("--monitor-interval", type=_positive, default=defaults.monitor_interval,
                            help="seconds between monitor snapshots (default %(default)s)")
     scheduler.add_argument("--local-address", default=None,
-                           help="also listen on this ipc:// path, for workers and clients of this host (a shorter "
-                                "round trip than TCP); its folder must be private to this user (mode 0700)")
+                           help="also listen on this unix:// path, for workers and clients of this host (a shorter "
+                                "round trip than TCP, without ZeroMQ or Curve); its folder must be private to "
+                                "this user (mode 0700)")
     scheduler.add_argument("--keys", metavar="DIR", default=None,
                            help="require CurveZMQ keys: encrypt all traffic and admit only workers, clients and "
                                 "`top` holding the keys in DIR (written by `scaler-jupyter keys DIR`)")

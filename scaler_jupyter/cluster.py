@@ -54,9 +54,11 @@ class LocalCluster:
     dashboard's process costs a Python start-up with Bokeh on the machine's cores. Clusters started
     for people to watch (``scaler-jupyter start``, ``%scaler start``, the JupyterLab sidebar) have one.
 
-    Its links run over a Unix socket (``local_address``, ``ipc://`` in a private temporary folder)
-    rather than TCP: its workers connect there, and so does a ``Client`` of this process given
-    ``address`` (see :func:`local_address_of`). ``address`` stays the TCP one, for everyone else.
+    Its links run over a Unix socket without ZeroMQ (``local_address``, ``unix://`` in a private
+    temporary folder; ``protocol/unix_link.py``) rather than TCP: its workers connect there, and so
+    does a ``Client`` of this process given ``address`` (see :func:`local_address_of`). ``address``
+    stays the TCP one, for everyone else. A cluster with ``keys`` has no local link: the Curve
+    handshake is what admits its peers, on every path.
     """
 
     def __init__(self, n_workers: int | None = None, processors_per_worker: int = 1, tags: tuple[str, ...] = (),
@@ -136,10 +138,11 @@ class LocalCluster:
             address = f"tcp://127.0.0.1:{_free_port()}"
             if "--monitor-address" not in scheduler_args:  # port + 1, the default, may be taken
                 scheduler_args = ("--monitor-address", "tcp://127.0.0.1:0", *scheduler_args)
-        if self._private_dir is None:
-            self._private_dir = tempfile.mkdtemp(prefix="scaler-jupyter-")  # mode 0700: this user's only
-        self.local_address = f"ipc://{self._private_dir}/scheduler"
-        scheduler_args = ("--local-address", self.local_address, *scheduler_args)
+        if self.keys is None:  # a keyed cluster admits key holders only: its links stay on Curve, over TCP
+            if self._private_dir is None:
+                self._private_dir = tempfile.mkdtemp(prefix="scaler-jupyter-")  # mode 0700: this user's only
+            self.local_address = f"unix://{self._private_dir}/scheduler"
+            scheduler_args = ("--local-address", self.local_address, *scheduler_args)
         _live.add(self)
         ready_r, ready_w = os.pipe()
         self._scheduler = spawn(["-m", "scaler_jupyter", "scheduler", address, "--ready-fd", str(ready_w),
@@ -195,7 +198,7 @@ class LocalCluster:
 
     def _spawn_workers(self, n: int) -> None:
         while len(self._workers) < n:
-            args = ["-m", "scaler_jupyter", "worker", self.local_address, "--processors",
+            args = ["-m", "scaler_jupyter", "worker", self.local_address or self.address, "--processors",
                     str(self.processors_per_worker), "--name", f"local-{len(self._workers)}-{os.getpid()}"]
             if self.tags:
                 args += ["--tags", ",".join(self.tags)]

@@ -13,6 +13,10 @@ import zmq
 
 from scaler_jupyter.protocol.messages import decode, encode
 
+# Poll flags as plain ints: pyzmq's are IntFlag members, and an operator on those runs enum code in
+# Python (microseconds) where the loops that test them run once per message.
+POLLIN, POLLOUT, POLLERR = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.POLLERR)
+
 
 def send(socket: zmq.Socket, message, identity: bytes | None = None) -> None:
     """Encode and send ``message``; on a ROUTER socket, to the peer ``identity``."""
@@ -34,7 +38,7 @@ def receive(socket: zmq.Socket) -> list | None:
 
     The frames are undecoded; pass them to :func:`decode`, which raises ProtocolError on garbage.
     """
-    if not socket.get(zmq.EVENTS) & zmq.POLLIN:
+    if not socket.get(zmq.EVENTS) & POLLIN:
         return None
     frames = [socket.recv()]
     while socket.get(zmq.RCVMORE):
@@ -48,7 +52,7 @@ def receive_routed(socket: zmq.Socket) -> tuple[bytes, int | None, list] | None:
     The source fd (None where the transport has none) ties a peer to the connection
     whose drop the socket monitor reports.
     """
-    if not socket.get(zmq.EVENTS) & zmq.POLLIN:
+    if not socket.get(zmq.EVENTS) & POLLIN:
         return None
     identity = socket.recv(copy=False)
     try:
@@ -61,4 +65,4 @@ def receive_routed(socket: zmq.Socket) -> tuple[bytes, int | None, list] | None:
     return identity.bytes, source_fd, frames
 
 
-__all__ = ["decode", "encode", "receive", "receive_routed", "send", "send_encoded"]
+__all__ = ["POLLERR", "POLLIN", "POLLOUT", "decode", "encode", "receive", "receive_routed", "send", "send_encoded"]

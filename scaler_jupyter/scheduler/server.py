@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import itertools
 import json
 import logging
 import math
 import os
+import select
 import signal
 import time
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from scaler_jupyter.protocol import deliver, shared_memory
+from scaler_jupyter.protocol import deliver, encode, shared_memory, unix_link
+from scaler_jupyter.protocol.channel import Channel, ChannelClosed
 from scaler_jupyter.protocol.feed import TOPIC, encode_snapshot
-from scaler_jupyter.protocol.transport import receive_routed, send
+from scaler_jupyter.protocol.transport import POLLIN, receive_routed, send
 from scaler_jupyter.scheduler.connections import ConnectionTracker
 from scaler_jupyter.scheduler.monitor import Monitor, ProcessFacts, build_snapshot
 from scaler_jupyter.scheduler.state import SchedulerConfig, SchedulerState
@@ -31,17 +36,6 @@ _STOP_LINGER_MS = 2000  # after a client's shutdown, how long the last messages 
 def zmq_address(address: str) -> str:
     """Accept port 0 for "any free port", as ZeroMQ spells it."""
     return address[: -len(":0")] + ":*" if address.endswith(":0") else address
-
-
-def check_private(address: str) -> None:
-    """An ``ipc://`` address must be a socket file in a folder only its user can enter: the file is then
-    reachable by that user's processes alone, as a local cluster's links (clients, workers) are."""
-    if not address.startswith("ipc://"):
-        raise ValueError(f"a local address is an ipc:// path, not {address}")
-    folder = os.path.dirname(os.path.abspath(address[len("ipc://"):]))
-    info = os.stat(folder)
-    if info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise PermissionError(f"{folder} (of the local address {address}) must belong to this user, mode 0700")
 
 
 def default_monitor_address(requested: str, bound: str) -> str:
@@ -96,7 +90,7 @@ class MonitorFeed:
     def read_subscriptions(self) -> None:
         """Apply waiting (un)subscriptions; a new subscriber makes a snapshot due at once."""
         socket = self.socket
-        while socket.get(zmq.EVENTS) & zmq.POLLIN:
+        while socket.get(zmq.EVENTS) & POLLIN:
             frame = socket.recv()
             while socket.get(zmq.RCVMORE):  # not a subscription: drop the rest
                 socket.recv()
@@ -107,15 +101,16 @@ class MonitorFeed:
                 elif frame[:1] == b"\x00":  # the last subscriber of this prefix left
                     self._topics.discard(frame[1:])
 
-    def publish_if_due(self, state: SchedulerState, now: float) -> None:
-        """Build and publish a snapshot if one is due and anyone listens; else do nothing."""
+    def publish_if_due(self, state: SchedulerState, now: float) -> bool:
+        """Build and publish a snapshot if one is due and anyone listens; return whether it did."""
         if not self._topics or now < self._due:
-            return
+            return False
         self._due, self._published = now + self.interval, now
         try:
             self.socket.send_multipart(encode_snapshot(build_snapshot(state, now)), zmq.NOBLOCK)
         except zmq.Again:
             pass
+        return True
 
     def close(self) -> None:
         self.socket.close()
@@ -128,11 +123,10 @@ class SchedulerServer:
     source fd ties its sender to a connection, and the socket monitor says when a
     connection closes (libzmq's ``ROUTER_NOTIFY`` would, but it is a draft API).
 
-    With ``config.local_address`` the router also listens on an ``ipc://`` path, for the
-    processes of this host (a local cluster's workers and clients): a Unix socket spares
-    each message the kernel's TCP work. It is the same socket, so with keys the Curve
-    handshake is required there too; without keys, the path's private folder is what
-    keeps other users out (:func:`check_private`).
+    With ``config.local_address`` (``unix://PATH``) the loop also serves the processes of
+    this host (a local cluster's workers and clients) on a Unix socket, without ZeroMQ
+    (``protocol/unix_link.py``): each connection is a :class:`LocalLink`, its peer known
+    to the state by a name of its own, and gone as soon as its connection ends.
     """
 
     def __init__(self, address: str, config: SchedulerConfig | None = None) -> None:
@@ -142,8 +136,15 @@ class SchedulerServer:
         config = self.state.config
         keys = ClusterKeys(config.keys).check_scheduler() if config.keys else None
         self.local_address = config.local_address
+        self._listener = None
         if self.local_address is not None:
-            check_private(self.local_address)
+            unix_link.check_private(self.local_address)
+            self._listener = unix_link.listen(self.local_address)
+        self._links: dict[int, LocalLink] = {}  # by fd
+        self._link_of: dict[bytes, LocalLink] = {}  # by the peer's name
+        self._link_numbers = itertools.count(1)
+        self._poller = select.poll()
+        self._zmq_used = False  # this turn used a ZeroMQ socket (see run)
         self._context = zmq.Context()
         # the ZAP handler first: a socket bound before it would admit any key
         self._authenticator = keys.authenticator(self._context) if keys is not None else None
@@ -154,14 +155,14 @@ class SchedulerServer:
             keys.serve(self._router)
         self._router.bind(zmq_address(address))
         self.address = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
-        if self.local_address is not None:  # one router, two ways in: the state sees no difference
-            self._router.bind(self.local_address)
         try:
             self._feed = MonitorFeed(self._context, config.monitor_address
                                      or default_monitor_address(address, self.address), config.monitor_interval,
                                      keys)
         except BaseException:
             self._router.close()
+            if self._listener is not None:
+                self._listener.close()
             if self._authenticator is not None:
                 self._authenticator.close()
             self._context.term()
@@ -179,28 +180,44 @@ class SchedulerServer:
         os.write(self._wakeup_w, b"x")
 
     def run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._router, zmq.POLLIN)
-        poller.register(self._connections, zmq.POLLIN)
-        poller.register(self._wakeup_r, zmq.POLLIN)
-        poller.register(self._feed.socket, zmq.POLLIN)
-        authenticator = self._authenticator
-        if authenticator is not None:
-            poller.register(authenticator.socket, zmq.POLLIN)
-        state, router, feed = self.state, self._router, self._feed
+        """Serve until stopped.
+
+        The loop polls file descriptors with ``select.poll``, its ZeroMQ sockets by their
+        notification descriptors (``zmq.FD``), not with ``zmq.Poller``: ZeroMQ's poll checks every
+        socket on every call (a dozen system calls a turn), which is most of a local link's
+        round trip. That descriptor is edge-triggered, so after a turn that used a socket, the
+        sockets are asked whether input waits (``EVENTS``), and the next poll does not block if so.
+        """
+        poller = self._poller
+        state, router, feed, authenticator = self.state, self._router, self._feed, self._authenticator
+        sockets = [router, self._connections, feed.socket, *([authenticator.socket] if authenticator else [])]
+        socket_at = {sock.get(zmq.FD): sock for sock in sockets}
+        for fd in (*socket_at, self._wakeup_r):
+            poller.register(fd, select.POLLIN)
+        listener = self._listener
+        if listener is not None:
+            poller.register(listener.fileno(), select.POLLIN)
         tick = min(_TICK, state.config.balance_interval) if state.config.balance_interval > 0 else _TICK
         next_tick = time.monotonic() + tick
+        waiting = {sock for sock in sockets if sock.get(zmq.EVENTS) & POLLIN}  # sockets known to hold input
         logger.info("scheduler listening on %s, monitor feed on %s", self.address, self.monitor_address)
         try:
             while self._running:
                 wake = min(next_tick, feed.next_due())
                 # milliseconds rounded up: waking a fraction early would spin until the deadline
-                events = dict(poller.poll(math.ceil(max(0.0, wake - time.monotonic()) * 1000)))
+                timeout = 0 if waiting else math.ceil(max(0.0, wake - time.monotonic()) * 1000)
+                polled = poller.poll(timeout)
                 now = time.monotonic()
-                if authenticator is not None and authenticator.socket in events:  # handshakes wait on it
+                readable = waiting
+                for fd, _ in polled:
+                    sock = socket_at.get(fd)
+                    if sock is not None and sock not in readable and sock.get(zmq.EVENTS) & POLLIN:
+                        readable.add(sock)
+                self._zmq_used = bool(readable)
+                if authenticator is not None and authenticator.socket in readable:  # handshakes wait on it
                     authenticator.handle()
                 # a peer's last messages (a worker's bye) before the news that its connection closed
-                if router in events or self._connections in events:
+                if router in readable or self._connections in readable:
                     for _ in range(_DRAIN):
                         item = receive_routed(router)
                         if item is None:
@@ -211,8 +228,14 @@ class SchedulerServer:
                             if gone is not None:
                                 state.on_disconnect(gone)
                         self._apply(identity, frames, now)
-                if self._connections in events:
+                if self._connections in readable:
                     self._on_connection_events()
+                for fd, event in polled:
+                    link = self._links.get(fd)
+                    if link is not None:
+                        self._serve_link(link, event, now)
+                    elif listener is not None and fd == listener.fileno():
+                        self._accept()
                 if now >= next_tick:
                     state.on_tick(now)
                     next_tick = now + tick
@@ -220,12 +243,22 @@ class SchedulerServer:
                     self._send(identity, message)
                 if state.stopping:  # a client shut the cluster down: deliver what was flushed, then stop
                     router.setsockopt(zmq.LINGER, _STOP_LINGER_MS)
+                    self._drain_links(time.monotonic() + _STOP_LINGER_MS / 1000)
                     break
-                if feed.socket in events:
+                if feed.socket in readable:
                     feed.read_subscriptions()
                 feed.note_workers(state)
-                feed.publish_if_due(state, now)
+                if feed.publish_if_due(state, now):
+                    self._zmq_used = True
+                # a send or receive may have taken a socket's notification: ask each whether input waits
+                waiting = {sock for sock in sockets if sock.get(zmq.EVENTS) & POLLIN} if self._zmq_used else set()
         finally:
+            for link in list(self._links.values()):
+                link.channel.close()
+            if listener is not None:
+                listener.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(unix_link.path_of(self.local_address))
             feed.close()
             router.disable_monitor()
             self._connections.close()
@@ -237,7 +270,7 @@ class SchedulerServer:
             os.close(self._wakeup_w)
 
     def _on_connection_events(self) -> None:
-        while self._connections.get(zmq.EVENTS) & zmq.POLLIN:
+        while self._connections.get(zmq.EVENTS) & POLLIN:
             event = parse_monitor_message(self._connections.recv_multipart())
             if event["event"] == zmq.EVENT_DISCONNECTED:
                 peer = self._tracker.on_disconnected(event["value"])
@@ -245,13 +278,85 @@ class SchedulerServer:
                     self.state.on_disconnect(peer)
 
     def _send(self, identity: bytes, message) -> None:
+        link = self._link_of.get(identity)
         try:
-            send(self._router, message, identity)
+            if link is None:
+                send(self._router, message, identity)
+                self._zmq_used = True
+                return
+            frames = encode(message)
         except (TypeError, ValueError, OverflowError):  # a bug must cost one message, never the scheduler
             logger.exception("could not encode %s for %r: dropped", type(message).__name__, identity)
+            return
+        try:
+            link.channel.send(frames)
+        except ChannelClosed:
+            return  # the peer is gone: its end of file is read next
+        self._watch_writable(link)
+
+    # -- the local links -----------------------------------------------------
+
+    def _accept(self) -> None:
+        while (sock := unix_link.accept(self._listener)) is not None:
+            fd = sock.detach()  # the channel owns it from now on
+            link = LocalLink(b"local-%d" % next(self._link_numbers), fd, Channel(fd, fd))
+            self._links[fd] = link
+            self._link_of[link.name] = link
+            self._poller.register(fd, select.POLLIN)
+
+    def _serve_link(self, link: LocalLink, event: int, now: float) -> None:
+        if event & select.POLLOUT:
+            try:
+                link.channel.flush()
+            except ChannelClosed:
+                pass
+            self._watch_writable(link)
+        if not event & (select.POLLIN | select.POLLERR | select.POLLHUP):
+            return
+        try:
+            messages = link.channel.receive()
+        except ChannelClosed as exc:  # its end (everything it sent before was read), or bytes that are no message
+            if str(exc).startswith("corrupt"):
+                logger.warning("closing the local connection of %r: %s", link.name, exc)
+            self._close_link(link)
+            self.state.on_disconnect(link.name)
+            return
+        for frames in messages:
+            self._apply(link.name, frames, now)
+
+    def _watch_writable(self, link: LocalLink) -> None:
+        """Poll a link for room only while output waits for it."""
+        if link.channel.wants_write != link.writing:
+            link.writing = link.channel.wants_write
+            self._poller.modify(link.fd, select.POLLIN | (select.POLLOUT if link.writing else 0))
+
+    def _close_link(self, link: LocalLink) -> None:
+        self._poller.unregister(link.fd)
+        del self._links[link.fd], self._link_of[link.name]
+        link.channel.close()
+
+    def _drain_links(self, deadline: float) -> None:
+        """Before stopping: write what waits for the local links, for at most until ``deadline``."""
+        waiting = [link for link in self._links.values() if link.channel.wants_write]
+        while waiting and time.monotonic() < deadline:
+            select.select([], [link.channel.write_fd for link in waiting], [], deadline - time.monotonic())
+            for link in waiting:
+                with contextlib.suppress(ChannelClosed):
+                    link.channel.flush()
+            waiting = [link for link in waiting if link.channel.wants_write]
 
     def _apply(self, identity: bytes, frames: list, now: float) -> None:
         deliver(frames, lambda message: self.state.on_message(identity, message, now), identity)
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class LocalLink:
+    """A peer of this host on the Unix socket: the name the state knows it by, its connection."""
+
+    name: bytes
+    fd: int
+    channel: Channel
+    writing: bool = False  # polled for room to write
 
 
 def run_scheduler(address: str, config: SchedulerConfig, ready_fd: int | None = None) -> None:

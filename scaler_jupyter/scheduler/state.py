@@ -122,7 +122,7 @@ class SchedulerConfig:
     max_depth: int = 256  # most tasks per processor in a worker's queue
     queue_bytes: int = 32 * 1024 * 1024  # most argument bytes queued per processor: big arguments spread out
     monitor_address: str | None = None  # where the feed is published; None: the scheduler's port + 1
-    local_address: str | None = None  # an ipc:// path in a private directory, also listened on, for this host
+    local_address: str | None = None  # a unix:// path in a private directory, also listened on, for this host
     monitor_interval: float = 0.5  # seconds between snapshots on the feed
     keys: str | None = None  # a directory written by `scaler-jupyter keys`: only peers holding its keys get in
     protected: bool = False  # refuse Shutdown from clients: the cluster stops only where it runs

@@ -10,10 +10,12 @@ is noticed at once, after whatever it sent before dying.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -25,16 +27,18 @@ import zmq
 
 from scaler_jupyter import task_context
 from scaler_jupyter.processes import spawn
-from scaler_jupyter.protocol import deliver, encode, transport
+from scaler_jupyter.protocol import deliver, encode, transport, unix_link
+from scaler_jupyter.protocol.channel import Channel, ChannelClosed
+from scaler_jupyter.protocol.transport import POLLERR, POLLIN, POLLOUT
 from scaler_jupyter.security import HandshakeWatch, load_keys
 from scaler_jupyter.worker.agent_state import Actions, AgentConfig, AgentState
-from scaler_jupyter.worker.channel import Channel, ChannelClosed
 
 __all__ = ["AgentConfig", "WorkerAgent", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
 _BYE_LINGER_MS = 1000  # how long the bye may take to reach the scheduler on exit
+_CONNECT_RETRY_MS = 10  # between attempts to reach a starting scheduler's local socket
 
 @dataclasses.dataclass(slots=True, eq=False)
 class _Process:
@@ -58,10 +62,17 @@ class WorkerAgent:
         self.state = AgentState(self.config, scheduler_address, self.name, socket.gethostname(), os.getpid(),
                                 time.monotonic())
         self._context = zmq.Context()
-        self._scheduler = self._context.socket(zmq.DEALER)
-        if self._keys is not None:
-            self._keys.connect(self._scheduler)
-        self._handshakes = HandshakeWatch(self._scheduler, keyed=self._keys is not None)
+        # the scheduler: over ZeroMQ, or over a local cluster's Unix socket (protocol/unix_link.py)
+        self._scheduler: zmq.Socket | None = None
+        self._handshakes: HandshakeWatch | None = None
+        self._link: Channel | None = None
+        self._unsent: list = []  # messages for a local link not connected yet (the scheduler is starting)
+        self._started = time.monotonic()
+        if not unix_link.is_unix(scheduler_address):
+            self._scheduler = self._context.socket(zmq.DEALER)
+            if self._keys is not None:
+                self._keys.connect(self._scheduler)
+            self._handshakes = HandshakeWatch(self._scheduler, keyed=self._keys is not None)
         self._poller = zmq.Poller()
         self._processes: dict[int, _Process] = {}  # by the state's number
         self._by_fd: dict[int, _Process] = {}  # pidfd and channel fds
@@ -79,24 +90,23 @@ class WorkerAgent:
 
     def run(self) -> None:
         """Serve until stopped by :meth:`stop`, a signal, the scheduler, or a silent scheduler."""
-        # With no high-water mark a send blocks only when libzmq has dropped the connection for good
-        # (a refused security handshake): SNDTIMEO 0 drops the message instead of hanging the loop.
-        for option, value in ((zmq.LINGER, 0), (zmq.SNDHWM, 0), (zmq.RCVHWM, 0), (zmq.SNDTIMEO, 0)):
-            self._scheduler.setsockopt(option, value)
-        self._scheduler.connect(self.address)
-        self._poller.register(self._scheduler, zmq.POLLIN)
-        self._poller.register(self._wakeup_r, zmq.POLLIN)
-        self._poller.register(self._handshakes.socket, zmq.POLLIN)
+        self._poller.register(self._wakeup_r, POLLIN)
         state = self.state
         try:
+            self._connect()
             self._carry_out(state.flush())  # start the processors
             while state.running and not self._stopping:
                 # milliseconds rounded up: waking a fraction early would spin until the deadline
                 timeout = math.ceil(max(0.0, state.next_tick - time.monotonic()) * 1000)
+                if self._scheduler is None and self._link is None:
+                    self._connect_link()
+                    timeout = min(timeout, _CONNECT_RETRY_MS)
                 events = dict(self._poller.poll(timeout))
                 now = time.monotonic()
-                if self._scheduler in events:
+                if self._scheduler is not None and self._scheduler in events:
                     self._receive_from_scheduler(now)
+                if self._link is not None and self._link.read_fd in events:
+                    self._receive_from_link(events[self._link.read_fd], now)
                 for fd, event in events.items():
                     proc = self._by_fd.get(fd)
                     if proc is None:
@@ -104,13 +114,13 @@ class WorkerAgent:
                     if fd == proc.pidfd:
                         self._receive_from(proc, now)  # what it sent before dying comes first
                         self._on_exit(proc, now)
-                    elif event & zmq.POLLOUT:
+                    elif event & POLLOUT:
                         self._flush_to(proc)
                     else:
                         self._receive_from(proc, now)
                 if self._wakeup_r in events:
                     os.read(self._wakeup_r, 64)
-                if self._handshakes.socket in events:
+                if self._handshakes is not None and self._handshakes.socket in events:
                     failure = self._handshakes.read()
                     if failure is not None:
                         state.on_handshake_failure(failure, self._handshakes.definite)
@@ -135,11 +145,79 @@ class WorkerAgent:
         for message in actions.to_scheduler:
             self._send(message)
 
+    def _connect(self) -> None:
+        if self._scheduler is None:
+            self._connect_link()
+        else:
+            # With no high-water mark a send blocks only when libzmq has dropped the connection for good
+            # (a refused security handshake): SNDTIMEO 0 drops the message instead of hanging the loop.
+            for option, value in ((zmq.LINGER, 0), (zmq.SNDHWM, 0), (zmq.RCVHWM, 0), (zmq.SNDTIMEO, 0)):
+                self._scheduler.setsockopt(option, value)
+            self._scheduler.connect(self.address)
+            self._poller.register(self._scheduler, POLLIN)
+            self._poller.register(self._handshakes.socket, POLLIN)
+
+    def _connect_link(self) -> None:
+        """Connect the local link; while the scheduler starts (it starts beside its workers) its socket
+        may not exist yet: try again a moment later, for at most ``death_timeout``."""
+        try:
+            fd = unix_link.connect(self.address).detach()
+        except ConnectionError as exc:
+            if time.monotonic() - self._started > self.config.death_timeout:
+                self.state.on_scheduler_gone(str(exc))
+            return
+        self._link = Channel(fd, fd)
+        self._poller.register(fd, POLLIN)
+        unsent, self._unsent = self._unsent, []
+        for message in unsent:
+            self._send(message)
+
     def _send(self, message) -> None:
+        if self._link is None and self._scheduler is None and self.state.running:
+            self._unsent.append(message)
+            return
+        if self._link is not None:
+            try:
+                self._link.send(encode(message))
+            except ChannelClosed:
+                return  # its end is read next
+            self._watch_link()
+            return
+        if self._scheduler is None:
+            return  # the local link ended
         try:
             transport.send(self._scheduler, message)
         except zmq.Again:  # see run(): the scheduler refused our handshake, and nothing can reach it
             logger.debug("%s dropped: the scheduler refused this worker's connection", type(message).__name__)
+
+    def _watch_link(self) -> None:
+        """Poll the local link for room only while output waits for it."""
+        link = self._link
+        self._poller.modify(link.read_fd, POLLIN | (POLLOUT if link.wants_write else 0))
+
+    def _receive_from_link(self, event: int, now: float) -> None:
+        link = self._link
+        if event & POLLOUT:
+            with contextlib.suppress(ChannelClosed):
+                link.flush()
+            self._watch_link()
+        if not event & (POLLIN | POLLERR):
+            return
+        try:
+            messages = link.receive()
+        except ChannelClosed:
+            self._poller.unregister(link.read_fd)
+            link.close()
+            self._link = None
+            self.state.on_scheduler_gone("it closed the connection")
+            return
+        state = self.state
+
+        def handle(message) -> None:
+            state.on_scheduler_message(message, now)
+
+        for frames in messages:
+            deliver(frames, handle, "the scheduler")
 
     def _send_to(self, proc: _Process, message) -> None:
         try:
@@ -161,7 +239,7 @@ class WorkerAgent:
         if proc.channel.wants_write and fd not in self._writing:
             self._writing.add(fd)
             self._by_fd[fd] = proc
-            self._poller.register(fd, zmq.POLLOUT)
+            self._poller.register(fd, POLLOUT)
         elif not proc.channel.wants_write and fd in self._writing:
             self._writing.discard(fd)
             del self._by_fd[fd]
@@ -218,7 +296,7 @@ class WorkerAgent:
         self._processes[number] = proc
         for fd in (proc.pidfd, proc.channel.read_fd):
             self._by_fd[fd] = proc
-            self._poller.register(fd, zmq.POLLIN)
+            self._poller.register(fd, POLLIN)
 
     def _on_exit(self, proc: _Process, now: float) -> None:
         if self._processes.pop(proc.number, None) is None:
@@ -258,9 +336,17 @@ class WorkerAgent:
             proc.process.wait()
             os.close(proc.pidfd)
             proc.channel.close()
-        self._handshakes.close()
         # the bye must reach the scheduler (else it sees a dropped connection, a warning), but not hang an exit
-        self._scheduler.close(linger=_BYE_LINGER_MS)
+        if self._link is not None:
+            deadline = time.monotonic() + _BYE_LINGER_MS / 1000
+            while self._link.wants_write and time.monotonic() < deadline:
+                select.select([], [self._link.write_fd], [], deadline - time.monotonic())
+                with contextlib.suppress(ChannelClosed):
+                    self._link.flush()
+            self._link.close()
+        if self._scheduler is not None:
+            self._handshakes.close()
+            self._scheduler.close(linger=_BYE_LINGER_MS)
         self._context.term()
         for fd in (self._wakeup_r, self._wakeup_w):
             os.close(fd)

@@ -277,6 +277,13 @@ class AgentState:
             logger.error("scheduler silent for %.0fs: worker %s exits", now - self._last_heard, self.name)
             self.running = False
 
+    def on_scheduler_gone(self, reason: str) -> None:
+        """The local link to the scheduler ended (or never began): nobody will send us tasks; stop."""
+        if self.running:
+            logger.warning("worker %s leaves: the scheduler at %s is gone (%s)", self.name, self.address, reason)
+            self.running = False
+            self.exit_code = 0 if self.welcomed else 1
+
     def on_handshake_failure(self, failure: str, definite: bool) -> None:
         """The security handshake failed; ``definite`` when every retry must fail alike (a refused key,
         keys on one side only): say so and stop."""

@@ -59,7 +59,7 @@ from scaler_jupyter.protocol import (
     serialization,
     shared_memory,
 )
-from scaler_jupyter.worker.channel import Channel, ChannelClosed
+from scaler_jupyter.protocol.channel import Channel, ChannelClosed
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,11 @@ import pytest
 
 from scaler_jupyter import Client, LocalCluster
 from scaler_jupyter.cluster import local_address_of
-from scaler_jupyter.scheduler.server import check_private
+from scaler_jupyter.errors import ConnectionLostError
+from scaler_jupyter.protocol import encode
+from scaler_jupyter.protocol.channel import Channel
+from scaler_jupyter.protocol.messages import PROTOCOL_VERSION, ClientHello
+from scaler_jupyter.protocol.unix_link import check_private, connect
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.timeout(90)
@@ -39,10 +43,16 @@ def scheduler_address_in_task():
     return task_context.scheduler_address()
 
 
+def sleep_long():
+    import time
+
+    time.sleep(10 * RESULT_TIMEOUT)
+
+
 def test_local_cluster_links_run_over_a_private_unix_socket(cluster):
     assert cluster.address.startswith("tcp://127.0.0.1:")  # what others connect to is unchanged
-    assert cluster.local_address.startswith("ipc://")
-    path = cluster.local_address[len("ipc://"):]
+    assert cluster.local_address.startswith("unix://")
+    path = cluster.local_address[len("unix://"):]
     assert stat.S_ISSOCK(os.stat(path).st_mode)
     folder = os.stat(os.path.dirname(path))
     assert folder.st_uid == os.getuid() and stat.S_IMODE(folder.st_mode) == 0o700
@@ -109,7 +119,7 @@ def test_printed_output_comes_before_the_result(client, capfd):
 
 def test_closing_removes_the_private_folder():
     with LocalCluster(n_workers=1, timeout=30) as local:
-        folder = os.path.dirname(local.local_address[len("ipc://"):])
+        folder = os.path.dirname(local.local_address[len("unix://"):])
         with Client(local.address, timeout=30) as client:
             assert client.submit(square, 3).result(RESULT_TIMEOUT) == 9
     assert not os.path.exists(folder)
@@ -120,10 +130,39 @@ def test_the_scheduler_refuses_a_local_address_others_could_reach(tmp_path):
     shared.mkdir(mode=0o755)
     shared.chmod(0o755)
     with pytest.raises(PermissionError, match="mode 0700"):
-        check_private(f"ipc://{shared}/scheduler")
-    with pytest.raises(ValueError, match="ipc://"):
+        check_private(f"unix://{shared}/scheduler")
+    with pytest.raises(ValueError, match="unix://"):
         check_private("tcp://127.0.0.1:1")
     done = subprocess.run([sys.executable, "-m", "scaler_jupyter", "scheduler", f"tcp://127.0.0.1:{free_port()}",
-                           "--local-address", f"ipc://{shared}/scheduler", "--log-level", "ERROR"],
+                           "--local-address", f"unix://{shared}/scheduler", "--log-level", "ERROR"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "mode 0700" in done.stderr
+
+
+def test_a_client_on_the_local_link_hears_at_once_that_its_scheduler_died():
+    """The local link ends with the scheduler: pending futures fail now, not after the client's timeout."""
+    with LocalCluster(n_workers=1, timeout=30) as local:
+        client = Client(local.address, timeout=60)
+        try:
+            future = client.submit(sleep_long)
+            os.kill(local.pids[0], 9)
+            with pytest.raises(ConnectionLostError, match="closed the connection"):
+                future.result(RESULT_TIMEOUT)  # well under the 60 s of silence that would say it otherwise
+        finally:
+            client.shutdown(wait=False, cancel_futures=True)
+
+
+def test_garbage_on_the_local_socket_costs_its_sender_only(cluster, client):
+    """Bytes that are no message end the connection that sent them; an undecodable message is dropped;
+    the scheduler serves on."""
+    with connect(cluster.local_address) as raw:
+        raw.sendall(b"\x00\x00\x00\x00" + b"garbage")  # a message of no frames: not a stream of ours
+        raw.settimeout(RESULT_TIMEOUT)
+        assert raw.recv(1) == b""  # the scheduler closed it
+    with connect(cluster.local_address) as raw:
+        channel = Channel(raw.fileno(), raw.fileno())
+        channel.send([b"\xc1 not msgpack"], block=True)
+        channel.send(encode(ClientHello(PROTOCOL_VERSION, "raw", "h", os.getpid(), False, "")), block=True)
+        assert channel.wait_readable(RESULT_TIMEOUT)
+        assert channel.receive()  # its welcome: the link outlived the bad message
+    assert client.submit(square, 5).result(RESULT_TIMEOUT) == 25

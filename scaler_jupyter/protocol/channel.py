@@ -1,16 +1,16 @@
-"""Messages between an agent and its processors over a pair of pipes.
+"""Messages over a byte stream between two processes of one machine: a pair of pipes (an agent and its
+processors) or a connected Unix socket (a local cluster's links to its scheduler, ``unix_link.py``).
 
-The agent and its processors are always on one machine, and a pipe round trip
-costs a few microseconds where a ZeroMQ one costs well over a hundred on a VM
-(each ZeroMQ hop wakes its I/O threads), so this hop uses plain pipes. A message
-is the codec's frames behind a length prefix: ``u32 count``, ``count x u64
-length``, then the frames' bytes. A message's body is read straight into one
-buffer and its frames are slices of it: no copy after the kernel's.
+A round trip over a pipe or a Unix socket costs a few tens of microseconds where a ZeroMQ one
+costs well over a hundred on a VM (each ZeroMQ hop wakes its I/O threads, the sender's and the
+receiver's, beside the receiver), so the hops of one machine use plain file descriptors. A message
+is the codec's frames behind a length prefix: ``u32 count``, ``count x u64 length``, then the
+frames' bytes. A message's body is read straight into one buffer and its frames are slices of
+it: no copy after the kernel's.
 
-Both ends are non-blocking. Output that a pipe cannot take yet waits in a queue
-(``wants_write`` says so; the owner flushes when the pipe is writable), so a busy
-processor never stalls its agent. ``wait_readable``/``flush(block=True)`` give a
-processor the blocking behaviour it wants.
+Both ends are non-blocking. Output that the descriptor cannot take yet waits in a queue
+(``wants_write`` says so; the owner flushes when it is writable), so a busy peer never stalls
+its sender. ``wait_readable``/``flush(block=True)`` give a processor the blocking behaviour it wants.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import collections
 import fcntl
 import os
 import select
+import stat
 import struct
 
 _COUNT = struct.Struct("<I")
@@ -36,8 +37,9 @@ class Channel:
     """One pipe in, one pipe out."""
 
     def __init__(self, read_fd: int, write_fd: int) -> None:
+        """Over two pipes, or one socket given twice."""
         self.read_fd, self.write_fd = read_fd, write_fd
-        for fd in (read_fd, write_fd):
+        for fd in {read_fd, write_fd}:
             os.set_blocking(fd, False)
             _widen(fd)
         self._out: collections.deque[memoryview] = collections.deque()
@@ -91,25 +93,39 @@ class Channel:
         return bool(select.select([self.read_fd], [], [], timeout)[0])
 
     def receive(self) -> list[list[memoryview]]:
-        """Read what the pipe holds now; return the messages completed, each a list of frames."""
+        """Read what the pipe holds now; return the messages completed, each a list of frames.
+
+        Raise :class:`ChannelClosed` at the end of the stream, once every message before it was returned."""
         messages = []
+        drained = False
         while True:
             message = self._parse()
             if message is not None:
                 messages.append(message)
                 continue
+            if drained:
+                return messages
             try:
                 if self._body is not None:
+                    wanted = len(self._body) - self._filled
                     n = os.readv(self.read_fd, [memoryview(self._body)[self._filled:]])
                     self._filled += n
                 else:
+                    wanted = _READ_SIZE
                     chunk = os.read(self.read_fd, _READ_SIZE)
                     n = len(chunk)
                     self._in += chunk
             except BlockingIOError:
                 return messages
+            except OSError as exc:  # a socket reset by its peer: an end like any other
+                if messages:
+                    return messages
+                raise ChannelClosed(str(exc)) from exc
             if n == 0:
+                if messages:  # what came before the end first; the next call, at the end still, raises
+                    return messages
                 raise ChannelClosed("the other end closed the channel")
+            drained = n < wanted  # a short read took all there was: no second read only to hear "nothing"
 
     def _parse(self) -> list[memoryview] | None:
         """Advance over buffered bytes; return a message if one is complete."""
@@ -143,7 +159,7 @@ class Channel:
         return frames
 
     def close(self) -> None:
-        for fd in (self.read_fd, self.write_fd):
+        for fd in {self.read_fd, self.write_fd}:
             try:
                 os.close(fd)
             except OSError:
@@ -153,6 +169,8 @@ class Channel:
 def _widen(fd: int) -> None:
     """Grow a pipe's buffer to the system's limit (1 MiB by default, from 64 KiB): a 10 MB
     argument then crosses in ten wake-ups of each side instead of a hundred and sixty."""
+    if stat.S_ISSOCK(os.fstat(fd).st_mode):
+        return  # a local socket's buffers already hold a few hundred KB; large parts go by shared memory
     try:
         with open("/proc/sys/fs/pipe-max-size") as limit:
             size = int(limit.read())
