@@ -175,7 +175,8 @@ class LocalCluster:
                 "dashboard_pid": None if self._dashboard is None else self._dashboard.pid,
                 "pids": self.pids, "owner_pid": os.getpid(),
                 "n_workers": self.n_workers, "tags": list(self.tags), "started": self.started, "keys": self.keys,
-                "control_address": self.control_address, "detached": self.control_address is not None}
+                "control_address": self.control_address, "detached": self.control_address is not None,
+                "local_address": self.local_address, "host": socket.gethostname()}
 
     def _write_record(self) -> None:
         try:
@@ -255,10 +256,18 @@ class LocalCluster:
 
 def local_address_of(address: str) -> str:
     """The address to reach the scheduler at ``address`` by: its local cluster's Unix socket when that
-    cluster runs from this process, else ``address`` itself."""
+    cluster runs from this process, or when its cluster file says it runs on this host (a kernel joining a
+    cluster that ``%scaler start`` or ``scaler-jupyter start`` made); else ``address`` itself."""
     for cluster in list(_live):
         if cluster.address == address and cluster.local_address is not None:
             return cluster.local_address
+    if address.startswith("tcp://"):
+        host = socket.gethostname()
+        for record in clusters.list_clusters():
+            local = record.get("local_address")
+            if record["address"] == address and local and record.get("host") == host \
+                    and os.path.exists(local[len("unix://"):]):
+                return local
     return address
 
 

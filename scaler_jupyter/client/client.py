@@ -150,8 +150,13 @@ class Client(concurrent.futures.Executor):
             self._delivery.add_listener(listener)
         from scaler_jupyter.cluster import local_address_of  # here: the cluster module starts processes
 
-        self._connection = Connection(local_address_of(self.address), self._on_message, self._on_lost,
-                                      silence_timeout=self.timeout, keys=self._keys, on_refused=self._on_refused)
+        local = local_address_of(self.address)
+        try:
+            self._connection = self._connect_to(local)
+        except ConnectionError:
+            if local == self.address:
+                raise
+            self._connection = self._connect_to(self.address)  # the local link is gone: the cluster may be too
         host_id = shared_memory.host_id()
         self._connection.send(ClientHello(PROTOCOL_VERSION, self._name, socket.gethostname(), os.getpid(),
                                           self.store_tasks, host_id))
@@ -562,6 +567,10 @@ class Client(concurrent.futures.Executor):
                 held.extend(inodes)
         if held:
             self._connection.send(ReleaseSegments(held))
+
+    def _connect_to(self, address: str) -> Connection:
+        return Connection(address, self._on_message, self._on_lost, silence_timeout=self.timeout, keys=self._keys,
+                          on_refused=self._on_refused)
 
     def _on_refused(self, reason: str) -> None:
         """The scheduler refused our security handshake, as it will every retry."""

@@ -65,9 +65,25 @@ def test_workers_and_tasks_use_the_local_address(client, cluster):
     assert client.address == cluster.address
 
 
-def test_the_tcp_address_still_serves_clients(cluster):
+def test_the_tcp_address_still_serves_clients(cluster, tmp_path):
     """A client that does not know the local address (another process, another host) joins over TCP."""
     code = (f"from scaler_jupyter import Client\n"
+            f"from scaler_jupyter.cluster import local_address_of\n"
+            f"assert local_address_of({cluster.address!r}) == {cluster.address!r}\n"
+            f"with Client({cluster.address!r}, timeout=20) as client:\n"
+            f"    print(client.submit(pow, 3, 2).result(20))\n")
+    # its own runtime folder: it cannot read this host's cluster files, as a process of another host
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "9"
+
+
+def test_another_process_of_this_host_finds_the_local_link_in_the_cluster_file(cluster):
+    """A kernel given a local cluster's TCP address (``%scaler connect``) takes its Unix socket."""
+    code = (f"from scaler_jupyter import Client\n"
+            f"from scaler_jupyter.cluster import local_address_of\n"
+            f"assert local_address_of({cluster.address!r}) == {cluster.local_address!r}\n"
             f"with Client({cluster.address!r}, timeout=20) as client:\n"
             f"    print(client.submit(pow, 3, 2).result(20))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
