@@ -99,7 +99,8 @@ def main() -> None:
                     elapsed = kernel.run(code)
                     if round_index >= args.warmup:
                         times[name].append(elapsed)
-            kernel.run("client.shutdown()\nrc.close()\nipp_cluster.stop_cluster_sync()", timeout=120)
+            kernel.run("import scaler_jupyter\nscaler_jupyter.current_client().shutdown()\nrc.close()\n"
+                       "ipp_cluster.stop_cluster_sync()", timeout=120)
         finally:
             kernel.shutdown()
     report(times, args.rounds)

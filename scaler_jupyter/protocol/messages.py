@@ -94,7 +94,10 @@ class Payload:
 
     @property
     def nbytes(self) -> int:
-        return sum(p.size if type(p) is Segment else memoryview(p).nbytes for p in self.parts)
+        size = 0
+        for p in self.parts:  # a loop, not a generator: this runs for every task a client submits
+            size += len(p) if type(p) is bytes else p.size if type(p) is Segment else memoryview(p).nbytes
+        return size
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Payload) and [_comparable(p) for p in self.parts] == [

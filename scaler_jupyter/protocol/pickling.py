@@ -56,11 +56,16 @@ def dumps(obj: Any, buffers: list[pickle.PickleBuffer] | None = None) -> bytes:
     return stream
 
 
+_STACK_GLOBAL = pickle.STACK_GLOBAL  # the only opcode by which a protocol-4+ stream names a module's object
+
+
 def travels_by_value(stream: bytes) -> bool:
     """True if a C pickler's ``stream`` names something a worker cannot import: ``__main__``, or a module
     registered for pickling by value."""
     if b"__main__" in stream:
         return True
+    if _STACK_GLOBAL not in stream:  # it names no module at all (most arguments: numbers, strings, lists)
+        return False
     modules = cloudpickle.list_registry_pickle_by_value()
     return bool(modules) and any(name.encode() in stream for name in modules)
 
