@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from scaler_jupyter import clusters, logging_config, monitor
 from scaler_jupyter.processes import spawn, stop
+from scaler_jupyter.protocol import unix_link
 from scaler_jupyter.security import ClusterKeys
 
 logger = logging.getLogger(__name__)
@@ -266,7 +267,7 @@ def local_address_of(address: str) -> str:
         for record in clusters.list_clusters():
             local = record.get("local_address")
             if record["address"] == address and local and record.get("host") == host \
-                    and os.path.exists(local[len("unix://"):]):
+                    and os.path.exists(unix_link.path_of(local)):
                 return local
     return address
 

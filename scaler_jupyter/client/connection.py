@@ -9,7 +9,7 @@ one thread at a time only). Received messages are decoded and handed to the
 futures complete. The I/O thread also heartbeats and, over ZeroMQ, watches the
 security handshake.
 
-Two kinds of link (:class:`ZmqLink`, :class:`LocalLink`), one loop:
+Two kinds of link (:class:`ZmqLink`, :class:`UnixLink`), one loop:
 
 - ZeroMQ (``tcp://``): one DEALER socket. The I/O thread does not poll the socket
   but its notification descriptor (``zmq.FD``), and reads the socket under the
@@ -25,11 +25,9 @@ Two kinds of link (:class:`ZmqLink`, :class:`LocalLink`), one loop:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
-import select
 import threading
 import time
 from collections.abc import Callable
@@ -100,7 +98,7 @@ class ZmqLink:
         self._context.term()
 
 
-class LocalLink:
+class UnixLink:
     """A local cluster's Unix socket to the scheduler; every method but ``close`` runs under the lock."""
 
     definite_loss = True
@@ -135,12 +133,7 @@ class LocalLink:
         return self._channel.wants_write
 
     def close(self, linger: bool) -> None:
-        deadline = time.monotonic() + (_LINGER_S if linger else 0.0)
-        with contextlib.suppress(ChannelClosed):
-            self._channel.flush()
-            while self._channel.wants_write and time.monotonic() < deadline:
-                select.select([], [self._channel.write_fd], [], deadline - time.monotonic())
-                self._channel.flush()
+        self._channel.flush_until(time.monotonic() + (_LINGER_S if linger else 0.0))
         self._channel.close()
 
 
@@ -158,7 +151,7 @@ class Connection:
         self._on_lost = on_lost
         self._silence_timeout = silence_timeout
         self._heartbeat_interval = heartbeat_interval
-        self._link: ZmqLink | LocalLink = LocalLink(address) if unix_link.is_unix(address) else ZmqLink(address, keys)
+        self._link: ZmqLink | UnixLink = UnixLink(address) if unix_link.is_unix(address) else ZmqLink(address, keys)
         self._on_refused = on_refused
         self._lock = threading.Lock()  # whoever uses the link holds it
         self._wake_pending = False

@@ -21,6 +21,7 @@ import os
 import select
 import stat
 import struct
+import time
 
 _COUNT = struct.Struct("<I")
 _LENGTH = struct.Struct("<Q")
@@ -31,6 +32,10 @@ _READ_SIZE = 1 << 16
 
 class ChannelClosed(Exception):
     """The other end closed its pipe (its process exited) or sent garbage."""
+
+
+class ChannelCorrupt(ChannelClosed):
+    """The other end sent bytes that are not a stream of messages: nothing more can be read from it."""
 
 
 class Channel:
@@ -86,6 +91,17 @@ class Channel:
                     out[0] = head[written:]
                     written = 0
 
+    def flush_until(self, deadline: float) -> None:
+        """Write queued output, waiting for room until the monotonic ``deadline`` at most (a last word
+        before closing, which a stuck peer must not turn into a hang); a closed end drops it."""
+        try:
+            self.flush()
+            while self._out and (left := deadline - time.monotonic()) > 0:
+                select.select([], [self.write_fd], [], left)
+                self.flush()
+        except ChannelClosed:
+            self._out.clear()
+
     # -- reading -------------------------------------------------------------
 
     def wait_readable(self, timeout: float | None = None) -> bool:
@@ -134,7 +150,7 @@ class Channel:
                 return None
             (count,) = _COUNT.unpack_from(self._in)
             if not 0 < count <= _MAX_FRAMES:
-                raise ChannelClosed(f"corrupt channel: a message of {count} frames")
+                raise ChannelCorrupt(f"corrupt channel: a message of {count} frames")
             end = _COUNT.size + count * _LENGTH.size
             if len(self._in) < end:
                 return None

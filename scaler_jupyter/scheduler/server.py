@@ -17,7 +17,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from scaler_jupyter.protocol import deliver, encode, shared_memory, unix_link
-from scaler_jupyter.protocol.channel import Channel, ChannelClosed
+from scaler_jupyter.protocol.channel import Channel, ChannelClosed, ChannelCorrupt
 from scaler_jupyter.protocol.feed import TOPIC, encode_snapshot
 from scaler_jupyter.protocol.transport import POLLIN, receive_routed, send
 from scaler_jupyter.scheduler.connections import ConnectionTracker
@@ -316,7 +316,7 @@ class SchedulerServer:
         try:
             messages = link.channel.receive()
         except ChannelClosed as exc:  # its end (everything it sent before was read), or bytes that are no message
-            if str(exc).startswith("corrupt"):
+            if isinstance(exc, ChannelCorrupt):
                 logger.warning("closing the local connection of %r: %s", link.name, exc)
             self._close_link(link)
             self.state.on_disconnect(link.name)
@@ -337,13 +337,8 @@ class SchedulerServer:
 
     def _drain_links(self, deadline: float) -> None:
         """Before stopping: write what waits for the local links, for at most until ``deadline``."""
-        waiting = [link for link in self._links.values() if link.channel.wants_write]
-        while waiting and time.monotonic() < deadline:
-            select.select([], [link.channel.write_fd for link in waiting], [], deadline - time.monotonic())
-            for link in waiting:
-                with contextlib.suppress(ChannelClosed):
-                    link.channel.flush()
-            waiting = [link for link in waiting if link.channel.wants_write]
+        for link in self._links.values():
+            link.channel.flush_until(deadline)
 
     def _apply(self, identity: bytes, frames: list, now: float) -> None:
         deliver(frames, lambda message: self.state.on_message(identity, message, now), identity)

@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import math
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -338,11 +337,7 @@ class WorkerAgent:
             proc.channel.close()
         # the bye must reach the scheduler (else it sees a dropped connection, a warning), but not hang an exit
         if self._link is not None:
-            deadline = time.monotonic() + _BYE_LINGER_MS / 1000
-            while self._link.wants_write and time.monotonic() < deadline:
-                select.select([], [self._link.write_fd], [], deadline - time.monotonic())
-                with contextlib.suppress(ChannelClosed):
-                    self._link.flush()
+            self._link.flush_until(time.monotonic() + _BYE_LINGER_MS / 1000)
             self._link.close()
         if self._scheduler is not None:
             self._handshakes.close()
