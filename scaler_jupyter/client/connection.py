@@ -26,6 +26,7 @@ Two kinds of link (:class:`ZmqLink`, :class:`UnixLink`), one loop:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import threading
@@ -35,6 +36,7 @@ from collections.abc import Callable
 import zmq
 
 from scaler_jupyter.protocol import Heartbeat, deliver, encode, unix_link
+from scaler_jupyter.protocol.busy_poll import BusyPoll
 from scaler_jupyter.protocol.channel import Channel, ChannelClosed
 from scaler_jupyter.protocol.transport import POLLIN, POLLOUT, receive, send_encoded
 from scaler_jupyter.security import ClusterKeys, HandshakeWatch
@@ -212,9 +214,11 @@ class Connection:
         next_heartbeat = last_heard + self._heartbeat_interval  # after the hello sent at start
         heartbeat = encode(Heartbeat(0.0, 0, 0, 0))
         lost = False
+        busy_poll = BusyPoll()
         try:
             while True:
-                events = dict(poller.poll(max(0.0, next_heartbeat - time.monotonic()) * 1000))
+                timeout_ms = math.ceil(max(0.0, next_heartbeat - time.monotonic()) * 1000)
+                events = dict(busy_poll.wait(poller.poll, timeout_ms))
                 if self._wakeup_r in events:
                     os.read(self._wakeup_r, 4096)
                 received, ended = [], None

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import math
 import os
 import select
 import stat
 import struct
 import time
+
+from scaler_jupyter.protocol.busy_poll import BusyPoll
 
 _COUNT = struct.Struct("<I")
 _LENGTH = struct.Struct("<Q")
@@ -52,6 +55,7 @@ class Channel:
         self._lengths: list[int] | None = None  # frame lengths of the message being read
         self._body: bytearray | None = None
         self._filled = 0
+        self._readable: select.poll | None = None  # made on the first wait
 
     # -- writing -------------------------------------------------------------
 
@@ -104,9 +108,14 @@ class Channel:
 
     # -- reading -------------------------------------------------------------
 
-    def wait_readable(self, timeout: float | None = None) -> bool:
-        """Block until there is input (or ``timeout`` passes)."""
-        return bool(select.select([self.read_fd], [], [], timeout)[0])
+    def wait_readable(self, timeout: float | None = None, busy_poll: BusyPoll | None = None) -> bool:
+        """Block until there is input (or ``timeout`` passes), polling first as ``busy_poll`` says."""
+        if self._readable is None:
+            self._readable = select.poll()
+            self._readable.register(self.read_fd, select.POLLIN)
+        timeout_ms = None if timeout is None else math.ceil(timeout * 1000)
+        poll = self._readable.poll
+        return bool(busy_poll.wait(poll, timeout_ms) if busy_poll is not None else poll(timeout_ms))
 
     def receive(self) -> list[list[memoryview]]:
         """Read what the pipe holds now; return the messages completed, each a list of frames.

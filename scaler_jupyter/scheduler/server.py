@@ -17,6 +17,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from scaler_jupyter.protocol import deliver, encode, shared_memory, unix_link
+from scaler_jupyter.protocol.busy_poll import BusyPoll
 from scaler_jupyter.protocol.channel import Channel, ChannelClosed, ChannelCorrupt
 from scaler_jupyter.protocol.feed import TOPIC, encode_snapshot
 from scaler_jupyter.protocol.transport import POLLIN, receive_routed, send
@@ -188,7 +189,7 @@ class SchedulerServer:
         round trip. That descriptor is edge-triggered, so after a turn that used a socket, the
         sockets are asked whether input waits (``EVENTS``), and the next poll does not block if so.
         """
-        poller = self._poller
+        poller, busy_poll = self._poller, BusyPoll()
         state, router, feed, authenticator = self.state, self._router, self._feed, self._authenticator
         sockets = [router, self._connections, feed.socket, *([authenticator.socket] if authenticator else [])]
         socket_at = {sock.get(zmq.FD): sock for sock in sockets}
@@ -206,7 +207,7 @@ class SchedulerServer:
                 wake = min(next_tick, feed.next_due())
                 # milliseconds rounded up: waking a fraction early would spin until the deadline
                 timeout = 0 if waiting else math.ceil(max(0.0, wake - time.monotonic()) * 1000)
-                polled = poller.poll(timeout)
+                polled = busy_poll.wait(poller.poll, timeout)
                 now = time.monotonic()
                 readable = waiting
                 for fd, _ in polled:

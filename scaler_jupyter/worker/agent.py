@@ -27,6 +27,7 @@ import zmq
 from scaler_jupyter import task_context
 from scaler_jupyter.processes import spawn
 from scaler_jupyter.protocol import deliver, encode, transport, unix_link
+from scaler_jupyter.protocol.busy_poll import BusyPoll
 from scaler_jupyter.protocol.channel import Channel, ChannelClosed
 from scaler_jupyter.protocol.transport import POLLERR, POLLIN, POLLOUT
 from scaler_jupyter.security import HandshakeWatch, load_keys
@@ -90,7 +91,7 @@ class WorkerAgent:
     def run(self) -> None:
         """Serve until stopped by :meth:`stop`, a signal, the scheduler, or a silent scheduler."""
         self._poller.register(self._wakeup_r, POLLIN)
-        state = self.state
+        state, busy_poll = self.state, BusyPoll()
         try:
             self._connect()
             self._carry_out(state.flush())  # start the processors
@@ -100,7 +101,7 @@ class WorkerAgent:
                 if self._scheduler is None and self._link is None:
                     self._connect_link()
                     timeout = min(timeout, _CONNECT_RETRY_MS)
-                events = dict(self._poller.poll(timeout))
+                events = dict(busy_poll.wait(self._poller.poll, timeout))
                 now = time.monotonic()
                 if self._scheduler is not None and self._scheduler in events:
                     self._receive_from_scheduler(now)
