@@ -15,7 +15,7 @@ import types
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from scaler_jupyter import task_context, task_origin
 from scaler_jupyter.client import graph as graphs
@@ -65,6 +65,19 @@ logger = logging.getLogger(__name__)
 
 _BATCH = 1024  # tasks per Submit message from map
 _BATCH_BYTES = 8 * 1024 * 1024  # or fewer, once their arguments weigh this much: workers start on large ones sooner
+
+
+class _SharedFields(NamedTuple):
+    """What every task of one submission has in common (TaskSpec's fields of the same names)."""
+
+    function_id: bytes
+    serializer_id: bytes | None
+    tags: list[str]
+    priority: int
+    parent_id: int | None
+    environment: list[bytes]
+    origin: str | None
+    name: str
 
 
 def _run_chunk(function: Callable, chunk: list[tuple]) -> list:
@@ -192,7 +205,8 @@ class Client(concurrent.futures.Executor):
         """Like :meth:`submit`, with the task's needs: run only on workers with all ``tags``; higher
         ``priority`` runs first."""
         self._check_open()
-        spec = self._spec(fn, self._function_id(fn), args, kwargs or {}, sorted(tags or ()), priority)
+        spec = self._spec(fn, args, kwargs or {}, self._shared_by_tasks(fn, self._function_id(fn),
+                                                                       sorted(tags or ()), priority))
         future = Future(spec.task_id, self._cancel)
         self._delivery.watch((spec.task_id,), future)
         self._connection.send(Submit([], [spec]))
@@ -223,25 +237,31 @@ class Client(concurrent.futures.Executor):
         def submit(count: int | None) -> None:
             """Submit the next ``count`` calls (every one left if None), in batches."""
             self._check_open()  # a window refilled after shutdown, or once the scheduler is lost, raises
+            shared = self._shared_by_tasks(task_fn, function_id, [], 0)
             specs: list[TaskSpec] = []
             weight = 0
+
+            def send() -> None:
+                task_ids = [spec.task_id for spec in specs]
+                results.add(task_ids)
+                self._delivery.watch(task_ids, results)
+                self._connection.send(Submit([], specs))
+
             try:
                 for args in itertools.islice(calls, count):
-                    spec = self._spec(task_fn, function_id, args, {}, [], 0)
-                    results.add(spec.task_id)
-                    self._delivery.watch((spec.task_id,), results)
+                    spec = self._spec(task_fn, args, {}, shared)
                     specs.append(spec)
                     weight += spec.args.nbytes
                     if len(specs) == _BATCH or weight >= _BATCH_BYTES:
-                        self._connection.send(Submit([], specs))
+                        send()
                         specs, weight = [], 0
             except BaseException:  # an argument that cannot be serialized: what was sent is cancelled
                 if specs:
-                    self._connection.send(Submit([], specs))
+                    send()
                 results.close()
                 raise
             if specs:
-                self._connection.send(Submit([], specs))
+                send()
 
         submit(buffersize)
         refill = None if buffersize is None else functools.partial(submit, 1)
@@ -493,8 +513,13 @@ class Client(concurrent.futures.Executor):
             pass
         return object_id
 
-    def _spec(self, fn: Callable, function_id: bytes, args: tuple, kwargs: dict, tags: list[str],
-              priority: int) -> TaskSpec:
+    def _shared_by_tasks(self, fn: Callable, function_id: bytes, tags: list[str], priority: int) -> _SharedFields:
+        """The fields of every task of one call (a submit, a map's submission): worked out once for all."""
+        return _SharedFields(function_id, self._serializer_id, tags, priority, task_context.current_task_id,
+                             self._environment.ids(), task_origin.current,
+                             getattr(fn, "__qualname__", type(fn).__name__))
+
+    def _spec(self, fn: Callable, args: tuple, kwargs: dict, shared: _SharedFields) -> TaskSpec:
         try:
             payload, refs = serialization.dumps_collecting_refs((args, kwargs), self.serializer)
         except Exception as exc:
@@ -503,9 +528,8 @@ class Client(concurrent.futures.Executor):
             raise DeletedObjectError(_which_argument_is_deleted(fn, args, kwargs, self._deleted_objects))
         if self._shares_host:
             payload = self._segments.share(payload)
-        return TaskSpec(next(self._task_ids), function_id, payload, refs, self._serializer_id, tags, priority,
-                        task_context.current_task_id, self._environment.ids(), task_origin.current,
-                        name=getattr(fn, "__qualname__", type(fn).__name__))
+        return TaskSpec(next(self._task_ids), shared.function_id, payload, refs, shared.serializer_id, shared.tags,
+                        shared.priority, shared.parent_id, shared.environment, shared.origin, shared.name)
 
     def _cancel(self, task_id: int) -> None:
         self._cancel_many([task_id])

@@ -33,11 +33,12 @@ class OrderedResults:
         self._index: dict[int, int] = {}  # slot of each task whose result has not arrived
         self._awaited = -1  # the slot the consumer sleeps on: only its filling wakes it
 
-    def add(self, task_id: int) -> None:
-        """Give the next slot to ``task_id`` (before its task is sent)."""
+    def add(self, task_ids: list[int]) -> None:
+        """Give the next slots to ``task_ids`` (before their tasks are sent)."""
         with self._condition:
-            self._index[task_id] = len(self._slots)
-            self._slots.append(_WAITING)
+            start = len(self._slots)
+            self._index.update(zip(task_ids, range(start, start + len(task_ids)), strict=True))
+            self._slots.extend([_WAITING] * len(task_ids))
 
     def __len__(self) -> int:
         """The calls submitted so far."""

@@ -142,8 +142,7 @@ def test_a_future_cancelled_by_its_user_stays_cancelled():
 def test_ordered_results_yield_in_order_and_keep_nothing_yielded():
     cancelled = []
     results = OrderedResults(cancelled.extend)
-    for task_id in (10, 11, 12):
-        results.add(task_id)
+    results.add([10, 11, 12])
     for task_id in (12, 10, 11):  # out of order
         results.deliver(Outcome(task_id, TaskState.DONE, value=np.full(3, task_id)))
     iterator = results.iterate(None, flatten=False)
@@ -160,8 +159,7 @@ def test_ordered_results_yield_in_order_and_keep_nothing_yielded():
 def test_ordered_results_raise_a_failure_in_its_place_and_cancel_the_rest():
     cancelled = []
     results = OrderedResults(cancelled.extend)
-    for task_id in (1, 2, 3):
-        results.add(task_id)
+    results.add([1, 2, 3])
     results.deliver(Outcome(1, TaskState.DONE, value="one"))
     results.lose(2, ConnectionLostError("the scheduler went away"))
     iterator = results.iterate(None, flatten=False)
@@ -180,7 +178,7 @@ def test_ordered_results_with_a_window_submit_one_call_per_result_taken():
         if len(submitted) < 5:
             task_id = next(task_ids)
             submitted.append(task_id)
-            results.add(task_id)
+            results.add([task_id])
             results.deliver(Outcome(task_id, TaskState.DONE, value=task_id * 10))
 
     refill()
