@@ -187,12 +187,15 @@ class Delivery:
     def _deliver(self, results: list) -> None:
         with self._condition:
             sinks = [self._sinks.pop(result.task_id, None) for result in results]
-        listeners = self._listeners
+        listeners, serializer = self._listeners, self._serializer
         for result, sink in zip(results, sinks, strict=True):
             for listener in listeners:
                 _call(listener, result.task_id, state_of(result.status))
             if sink is not None:
-                _call(sink.deliver, outcome_of(result, self._serializer))
+                try:
+                    sink.deliver(outcome_of(result, serializer))
+                except Exception:
+                    logger.exception("a result's sink failed")
         with self._condition:
             if not self._sinks:
                 self._condition.notify_all()

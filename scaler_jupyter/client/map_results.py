@@ -45,12 +45,14 @@ class OrderedResults:
         return len(self._slots)
 
     def deliver(self, outcome: Outcome) -> None:
-        with self._condition:
-            index = self._index.pop(outcome.task_id, None)
-            if index is None:
-                return
-            self._slots[index] = outcome
-            if index == self._awaited:
+        # Without the lock but for a wake-up: a slot is written once, by this thread, and the consumer, who
+        # sets ``_awaited`` before it looks at the slot, sees either the outcome or the notification.
+        index = self._index.pop(outcome.task_id, None)
+        if index is None:
+            return
+        self._slots[index] = outcome
+        if index == self._awaited:
+            with self._condition:
                 self._condition.notify_all()
 
     def lose(self, task_id: int, error: BaseException) -> None:
@@ -80,13 +82,13 @@ class OrderedResults:
             self.close()
 
     def _take(self, index: int, deadline: float | None) -> Any:
-        with self._condition:
-            if self._slots[index] is _WAITING:
+        if self._slots[index] is _WAITING:
+            with self._condition:
                 self._awaited = index
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if not self._condition.wait_for(lambda: self._slots[index] is not _WAITING, remaining):
                     raise concurrent.futures.TimeoutError()
-            outcome, self._slots[index] = self._slots[index], None
+        outcome, self._slots[index] = self._slots[index], None
         if outcome.state is TaskState.DONE:
             return outcome.value
         raise outcome.error
