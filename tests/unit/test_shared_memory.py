@@ -178,6 +178,8 @@ def test_a_worker_on_another_host_gets_bytes(sender):
     [assign] = messages(out, W1, Assign)
     assert bytes(assign.tasks[0].args.parts[1]) == bytes(range(256)) * 1024
     assert len(encode(assign)) == 2  # the part travels as a frame of its own
+    sched.report(W1, ok(0))  # the task ends: the scheduler lets go of the segment (this process's fd of it)
+    assert sched.snapshot()["scheduler"]["segments"] == 0
 
 
 def test_a_segment_from_a_client_on_another_host_fails_its_task(sender):
