@@ -7,7 +7,8 @@ is also what lets several threads share the link (a ZeroMQ socket may be used by
 one thread at a time only). Received messages are decoded and handed to the
 ``on_message`` callback in the I/O thread, outside the lock, which is where
 futures complete. The I/O thread also heartbeats and, over ZeroMQ, watches the
-security handshake.
+security handshake. While replies come quickly it polls a little before it sleeps
+(``protocol/busy_poll.py``).
 
 Two kinds of link (:class:`ZmqLink`, :class:`UnixLink`), one loop:
 

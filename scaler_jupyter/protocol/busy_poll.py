@@ -22,13 +22,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import TypeVar
 
 _MAX = 500e-6  # the longest a loop polls before it blocks, s
 _GROW_START = 50e-6  # the first budget after a quick answer, s
 _SOON = 1e-3  # a wait answered within this grows the budget; a longer one shrinks it, s
-
-Events = TypeVar("Events", list, dict)
 
 
 class BusyPoll:
@@ -39,7 +36,7 @@ class BusyPoll:
     def __init__(self) -> None:
         self.budget = 0.0  # seconds to poll before blocking; grows once messages come quickly
 
-    def wait(self, poll: Callable[[int | None], Events], timeout_ms: int | None) -> Events:
+    def wait(self, poll: Callable[[int | None], list], timeout_ms: int | None) -> list:
         """``poll(timeout_ms)`` (milliseconds, ``None`` for no limit), polling without blocking first for the
         budget; return what ``poll`` returned."""
         events = poll(0)

@@ -188,6 +188,7 @@ class SchedulerServer:
         socket on every call (a dozen system calls a turn), which is most of a local link's
         round trip. That descriptor is edge-triggered, so after a turn that used a socket, the
         sockets are asked whether input waits (``EVENTS``), and the next poll does not block if so.
+        While messages come quickly, the loop polls a little before it blocks (``protocol/busy_poll.py``).
         """
         poller, busy_poll = self._poller, BusyPoll()
         state, router, feed, authenticator = self.state, self._router, self._feed, self._authenticator
