@@ -433,19 +433,27 @@ _SIMPLE = {"int": "int", "str": "str", "bytes": "bytes", "float": "(float, int)"
 def _payload_to_wire(payload: Payload, frames: list) -> list:
     wire = []
     for part in payload.parts:
-        if type(part) is Segment:
+        kind = type(part)
+        if kind is bytes and len(part) < INLINE_LIMIT:  # most parts: a small pickle stream
+            wire.append(part)
+        elif kind is Segment:
             wire.append([part.pid, part.fd, part.inode, part.size])
-        elif len(memoryview(part).cast("B")) >= INLINE_LIMIT:
+        elif memoryview(part).nbytes >= INLINE_LIMIT:
             wire.append(len(frames))
             frames.append(part)
         else:
-            wire.append(part if type(part) is bytes else bytes(part))
+            wire.append(bytes(part))
     return wire
 
 
 def _payload_from_wire(wire, frames: list) -> Payload:
     if type(wire) is not list:
         raise ProtocolError("malformed payload")
+    for part in wire:
+        if type(part) is not bytes:
+            break
+    else:  # every part inline (most payloads): the decoded list is the payload's own
+        return Payload(wire)
     parts = []
     for part in wire:
         if type(part) is bytes:
