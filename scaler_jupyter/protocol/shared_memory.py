@@ -225,7 +225,11 @@ class SegmentHolder:
         once; parts stay bytes when segments cannot be made (none left in the budget, no memory)."""
         parts = None
         for i, part in enumerate(payload.parts):
-            if type(part) is Segment or memoryview(part).nbytes < INLINE_LIMIT:
+            kind = type(part)
+            if kind is bytes:  # most parts: no memoryview only to learn their size
+                if len(part) < INLINE_LIMIT:
+                    continue
+            elif kind is Segment or memoryview(part).nbytes < INLINE_LIMIT:
                 continue
             segment = self._create(part)
             if segment is None:
