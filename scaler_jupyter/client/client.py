@@ -240,28 +240,19 @@ class Client(concurrent.futures.Executor):
             shared = self._shared_by_tasks(task_fn, function_id, [], 0)
             specs: list[TaskSpec] = []
             weight = 0
-
-            def send() -> None:
-                task_ids = [spec.task_id for spec in specs]
-                results.add(task_ids)
-                self._delivery.watch(task_ids, results)
-                self._connection.send(Submit([], specs))
-
             try:
                 for args in itertools.islice(calls, count):
                     spec = self._spec(task_fn, args, {}, shared)
                     specs.append(spec)
                     weight += spec.args.nbytes
                     if len(specs) == _BATCH or weight >= _BATCH_BYTES:
-                        send()
+                        self._send_map_batch(specs, results)
                         specs, weight = [], 0
             except BaseException:  # an argument that cannot be serialized: what was sent is cancelled
-                if specs:
-                    send()
+                self._send_map_batch(specs, results)
                 results.close()
                 raise
-            if specs:
-                send()
+            self._send_map_batch(specs, results)
 
         submit(buffersize)
         refill = None if buffersize is None else functools.partial(submit, 1)
@@ -512,6 +503,14 @@ class Client(concurrent.futures.Executor):
         except TypeError:
             pass
         return object_id
+
+    def _send_map_batch(self, specs: list[TaskSpec], results: OrderedResults) -> None:
+        """Give a batch of a map's tasks their slots and their sink, then send it (an empty one is not)."""
+        if specs:
+            task_ids = [spec.task_id for spec in specs]
+            results.add(task_ids)
+            self._delivery.watch(task_ids, results)
+            self._connection.send(Submit([], specs))
 
     def _shared_by_tasks(self, fn: Callable, function_id: bytes, tags: list[str], priority: int) -> _SharedFields:
         """The fields of every task of one call (a submit, a map's submission): worked out once for all."""

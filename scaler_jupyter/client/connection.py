@@ -54,8 +54,6 @@ class LinkClosed(Exception):
 class ZmqLink:
     """A DEALER socket to the scheduler; every method but ``poll_items``/``close`` runs under the lock."""
 
-    definite_loss = False  # ZeroMQ reconnects by itself: only silence says the scheduler is gone
-
     def __init__(self, address: str, keys: ClusterKeys | None) -> None:
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.DEALER)
@@ -90,9 +88,6 @@ class ZmqLink:
             received.append(frames)
         return received
 
-    def wants_write(self) -> bool:
-        return False
-
     def close(self, linger: bool) -> None:
         if not linger or self.handshakes.failure is not None:  # nobody will take what is queued
             self._socket.setsockopt(zmq.LINGER, 0)
@@ -104,7 +99,6 @@ class ZmqLink:
 class UnixLink:
     """A local cluster's Unix socket to the scheduler; every method but ``close`` runs under the lock."""
 
-    definite_loss = True
     handshakes = None
 
     def __init__(self, address: str) -> None:
@@ -131,9 +125,6 @@ class UnixLink:
             return self._channel.receive()
         except ChannelClosed as exc:
             raise LinkClosed(str(exc)) from None
-
-    def wants_write(self) -> bool:
-        return self._channel.wants_write
 
     def close(self, linger: bool) -> None:
         self._channel.flush_until(time.monotonic() + (_LINGER_S if linger else 0.0))

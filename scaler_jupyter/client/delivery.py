@@ -192,10 +192,7 @@ class Delivery:
             for listener in listeners:
                 _call(listener, result.task_id, state_of(result.status))
             if sink is not None:
-                try:
-                    sink.deliver(outcome_of(result, serializer))
-                except Exception:
-                    logger.exception("a result's sink failed")
+                _call(sink.deliver, outcome_of(result, serializer))
         with self._condition:
             if not self._sinks:
                 self._condition.notify_all()

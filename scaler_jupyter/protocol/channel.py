@@ -56,6 +56,7 @@ class Channel:
         self._body: bytearray | None = None
         self._filled = 0
         self._readable: select.poll | None = None  # made on the first wait
+        self._busy_poll = BusyPoll()
 
     # -- writing -------------------------------------------------------------
 
@@ -108,14 +109,14 @@ class Channel:
 
     # -- reading -------------------------------------------------------------
 
-    def wait_readable(self, timeout: float | None = None, busy_poll: BusyPoll | None = None) -> bool:
-        """Block until there is input (or ``timeout`` passes), polling first as ``busy_poll`` says."""
+    def wait_readable(self, timeout: float | None = None) -> bool:
+        """Block until there is input (or ``timeout`` passes); while messages come quickly, poll a little
+        first (``busy_poll.py``)."""
         if self._readable is None:
             self._readable = select.poll()
             self._readable.register(self.read_fd, select.POLLIN)
         timeout_ms = None if timeout is None else math.ceil(timeout * 1000)
-        poll = self._readable.poll
-        return bool(busy_poll.wait(poll, timeout_ms) if busy_poll is not None else poll(timeout_ms))
+        return bool(self._busy_poll.wait(self._readable.poll, timeout_ms))
 
     def receive(self) -> list[list[memoryview]]:
         """Read what the pipe holds now; return the messages completed, each a list of frames.

@@ -94,10 +94,7 @@ class Payload:
 
     @property
     def nbytes(self) -> int:
-        size = 0
-        for p in self.parts:  # a loop, not a generator: this runs for every task a client submits
-            size += len(p) if type(p) is bytes else p.size if type(p) is Segment else memoryview(p).nbytes
-        return size
+        return sum(map(part_nbytes, self.parts))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Payload) and [_comparable(p) for p in self.parts] == [
@@ -105,6 +102,12 @@ class Payload:
 
     def __repr__(self) -> str:
         return f"Payload({self.nbytes} bytes in {len(self.parts)} parts)"
+
+
+def part_nbytes(part) -> int:
+    """The size of one payload part (bytes first: most parts are a small pickle stream)."""
+    kind = type(part)
+    return len(part) if kind is bytes else part.size if kind is Segment else memoryview(part).nbytes
 
 
 def _comparable(part):
@@ -433,16 +436,13 @@ _SIMPLE = {"int": "int", "str": "str", "bytes": "bytes", "float": "(float, int)"
 def _payload_to_wire(payload: Payload, frames: list) -> list:
     wire = []
     for part in payload.parts:
-        kind = type(part)
-        if kind is bytes and len(part) < INLINE_LIMIT:  # most parts: a small pickle stream
-            wire.append(part)
-        elif kind is Segment:
+        if type(part) is Segment:
             wire.append([part.pid, part.fd, part.inode, part.size])
-        elif memoryview(part).nbytes >= INLINE_LIMIT:
+        elif part_nbytes(part) >= INLINE_LIMIT:
             wire.append(len(frames))
             frames.append(part)
         else:
-            wire.append(bytes(part))
+            wire.append(part if type(part) is bytes else bytes(part))
     return wire
 
 

@@ -47,7 +47,7 @@ import weakref
 from collections.abc import Callable, Iterable
 
 from scaler_jupyter.errors import SegmentLostError
-from scaler_jupyter.protocol.messages import INLINE_LIMIT, Payload, Segment
+from scaler_jupyter.protocol.messages import INLINE_LIMIT, Payload, Segment, part_nbytes
 
 __all__ = ["SegmentHolder", "available", "held_by", "host_id", "inodes", "map_segment", "materialize", "parent_pid",
            "raise_fd_limit"]
@@ -225,11 +225,7 @@ class SegmentHolder:
         once; parts stay bytes when segments cannot be made (none left in the budget, no memory)."""
         parts = None
         for i, part in enumerate(payload.parts):
-            kind = type(part)
-            if kind is bytes:  # most parts: no memoryview only to learn their size
-                if len(part) < INLINE_LIMIT:
-                    continue
-            elif kind is Segment or memoryview(part).nbytes < INLINE_LIMIT:
+            if type(part) is Segment or part_nbytes(part) < INLINE_LIMIT:
                 continue
             segment = self._create(part)
             if segment is None:

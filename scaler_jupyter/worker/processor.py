@@ -59,7 +59,6 @@ from scaler_jupyter.protocol import (
     serialization,
     shared_memory,
 )
-from scaler_jupyter.protocol.busy_poll import BusyPoll
 from scaler_jupyter.protocol.channel import Channel, ChannelClosed
 
 logger = logging.getLogger(__name__)
@@ -117,7 +116,6 @@ class Processor:
 
     def __init__(self, channel: Channel) -> None:
         self._channel = channel
-        self._busy_poll = BusyPoll()
         self._send_lock = threading.Lock()  # tasks may print from their own threads
         self._queue: collections.deque[TaskSpec] = collections.deque()
         self._payloads: dict[bytes, Payload] = {}
@@ -168,7 +166,7 @@ class Processor:
 
     def _receive(self, block: bool) -> None:
         if block:
-            self._channel.wait_readable(busy_poll=self._busy_poll)
+            self._channel.wait_readable()
         for frames in self._channel.receive():
             deliver(frames, self._on_message, "the agent")
 
