@@ -204,12 +204,14 @@ class SchedulerServer:
         waiting = {sock for sock in sockets if sock.get(zmq.EVENTS) & POLLIN}  # sockets known to hold input
         logger.info("scheduler listening on %s, monitor feed on %s", self.address, self.monitor_address)
         try:
-            while self._running:
+            while True:
                 wake = min(next_tick, feed.next_due())
                 # milliseconds rounded up: waking a fraction early would spin until the deadline
                 timeout = 0 if waiting else math.ceil(max(0.0, wake - time.monotonic()) * 1000)
                 polled = busy_poll.wait(poller.poll, timeout)
                 now = time.monotonic()
+                if not self._running and not state.stopping:  # a signal: its peers hear so, as at a shutdown
+                    state.stop_cluster("the scheduler was stopped")
                 readable = waiting
                 for fd, _ in polled:
                     sock = socket_at.get(fd)
@@ -243,7 +245,7 @@ class SchedulerServer:
                     next_tick = now + tick
                 for identity, message in state.flush():
                     self._send(identity, message)
-                if state.stopping:  # a client shut the cluster down: deliver what was flushed, then stop
+                if state.stopping:  # a shutdown or a signal: deliver what was flushed, then stop
                     router.setsockopt(zmq.LINGER, _STOP_LINGER_MS)
                     self._drain_links(time.monotonic() + _STOP_LINGER_MS / 1000)
                     break

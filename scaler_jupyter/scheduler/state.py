@@ -560,8 +560,13 @@ class SchedulerState:
                                                 "shutdown; stop it on its own host (SIGINT or SIGTERM)")))
             return
         logger.info("client %s shut the cluster down (%s)", client.name, msg.reason)  # asked for: no warning
+        self.stop_cluster(f"client {client.name} shut the cluster down")
+
+    def stop_cluster(self, reason: str) -> None:
+        """Stop: every worker and client is told why (a normal end, not a lost scheduler), then the loop
+        stops (``stopping``)."""
         self.stopping = True
-        notice = Shutdown(f"client {client.name} shut the cluster down")
+        notice = Shutdown(reason)
         self._outbox.extend((identity, notice) for identity in [*self.workers, *self.clients])
 
     def _on_status_request(self, peer: bytes, msg: StatusRequest, now: float) -> None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
+from scaler_jupyter import Client, LocalCluster
+from scaler_jupyter.errors import ConnectionLostError
 from scaler_jupyter.logging_config import LOG_LEVEL_ENV
 from tests.helpers import connect, free_port
 
@@ -130,3 +134,20 @@ def test_a_cluster_shut_down_by_its_client_logs_no_warning_and_passes_its_level_
     assert "shut the cluster down" in text and " scheduler DEBUG " not in text
     assert " processor DEBUG " in text  # the cluster's level reaches its workers and their processors
     assert [line for line in text.splitlines() if "WARNING" in line] == []
+
+
+def test_a_client_whose_cluster_is_stopped_hears_why_and_logs_no_warning(caplog):
+    """As a kernel's client after ``%scaler stop``: the scheduler tells its peers it stops, so the client's
+    tasks end with that reason, not with a lost connection and a warning to reconnect."""
+    cluster = LocalCluster(n_workers=1, timeout=60)
+    try:
+        with Client(cluster.address) as client:
+            assert client.submit(pow, 2, 3).result(RESULT_TIMEOUT) == 8
+            waiting = client.submit(time.sleep, 60)
+            with caplog.at_level(logging.INFO, logger="scaler_jupyter"):
+                cluster.close()
+                with pytest.raises(ConnectionLostError, match="the scheduler was stopped"):
+                    waiting.result(RESULT_TIMEOUT)
+    finally:
+        cluster.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -29,6 +29,17 @@ def test_a_client_s_shutdown_tells_every_worker_and_client_then_stops_the_loop()
     assert sched.state.stopping
 
 
+def test_a_scheduler_stopped_by_its_host_tells_every_worker_and_client_why():
+    sched = Scheduler(protected=True)  # a signal on its own host stops even a protected scheduler
+    sched.client()
+    sched.worker(W1)
+    sched.state.stop_cluster("the scheduler was stopped")
+    out = sched.flush()
+    for peer in (W1, CLIENT):
+        assert messages(out, peer, Shutdown) == [Shutdown("the scheduler was stopped")]
+    assert sched.state.stopping
+
+
 def test_nothing_is_assigned_once_the_cluster_is_stopping():
     sched = Scheduler()
     sched.client()
